@@ -1,0 +1,239 @@
+"""Secured base views: every admin page inherits its access rule and error handling from here.
+
+A view declares which permission each of its endpoints needs (``endpoint_permissions``);
+an endpoint it does not declare is for admins only, so a forgotten declaration closes a page
+instead of opening it.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from enum import Enum
+from typing import Any
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_admin import AdminIndexView, BaseView
+from flask_admin.babel import gettext as admin_gettext  # noqa: F401  (Flask-Admin's catalog)
+from flask_admin.contrib.sqla import ModelView
+from flask_admin.contrib.sqla.form import AdminModelConverter
+from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
+from flask_admin.form import Select2Field
+from flask_admin.model.form import converts
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from markupsafe import Markup, escape
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from wtforms import validators as wtf_validators
+
+from backoffice.auth.permissions import Perm, can
+from backoffice.i18n import _
+from backoffice.models import DeletionRefused, LabeledEnum
+from backoffice.validation import RuleError
+
+log = logging.getLogger("backoffice.admin")
+
+# What each Flask-Admin model endpoint needs. ``action_view`` is checked per action.
+MODEL_ENDPOINT_PERMISSIONS: dict[str, Perm | tuple[Perm, ...]] = {
+    "index_view": Perm.VIEW,
+    "details_view": Perm.VIEW,
+    "create_view": Perm.CREATE,
+    "edit_view": Perm.EDIT,
+    "delete_view": Perm.DELETE,
+    "ajax_lookup": (Perm.CREATE, Perm.EDIT),
+    "ajax_update": Perm.EDIT,
+    "export": Perm.EXPORT,
+}
+
+
+class SecureForm(FlaskForm):
+    """Base of every admin form: Flask-WTF's CSRF token, the same scheme as the rest of the app."""
+
+
+def login_redirect() -> Any:
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+class SecuredViewMixin:
+    """Access control shared by model views and custom pages."""
+
+    endpoint_permissions: dict[str, Perm | tuple[Perm, ...]] = {}
+    action_permissions: dict[str, Perm] = {}
+    #: permission needed to see the view in the menu
+    menu_permission: Perm | tuple[Perm, ...] | None = None
+
+    def is_accessible(self) -> bool:
+        if not (current_user.is_authenticated and current_user.is_active):
+            return False
+        return can(self.menu_permission)
+
+    def permission_for(self, endpoint: str) -> Perm | tuple[Perm, ...] | None:
+        return self.endpoint_permissions.get(endpoint)
+
+    def _handle_view(self, name: str, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            return login_redirect()
+        if not current_user.is_active:
+            abort(403)
+        if not current_user.roles:
+            return render_template("errors/no_role.html"), 403
+        if name == "action_view":
+            action = request.form.get("action", "")
+            if request.method != "POST" or not can(self.action_permissions.get(action)):
+                abort(403)
+        elif not can(self.permission_for(name)):
+            abort(403)
+        return None
+
+
+def _enum_label(view: Any, value: LabeledEnum, name: str | None = None) -> str:
+    return value.label
+
+
+class BackofficeModelConverter(AdminModelConverter):
+    """Enum columns become select boxes that show translated labels but submit codes."""
+
+    @converts("sqlalchemy.sql.sqltypes.Enum")
+    def convert_enum(self, column: Any, field_args: dict, **extra: Any) -> Select2Field:
+        enum_cls = getattr(column.type, "enum_class", None)
+        if not (enum_cls and issubclass(enum_cls, LabeledEnum)):
+            return super().convert_enum(column, field_args, **extra)
+        choices = [(m.value, m.label) for m in enum_cls]
+        field_args["choices"] = choices
+        field_args["coerce"] = lambda v: v.value if isinstance(v, Enum) else (v or None)
+        if column.nullable:
+            field_args["allow_blank"] = True
+            field_args["validators"].append(wtf_validators.Optional())
+        else:
+            field_args["validators"].append(wtf_validators.InputRequired())
+        field_args["validators"].append(
+            wtf_validators.AnyOf([c for c, _label in choices] + ([None] if column.nullable else []))
+        )
+        return Select2Field(**field_args)
+
+
+class SecuredModelView(SecuredViewMixin, ModelView):
+    """Base of every model view: roles, CSRF, stable sorting, and errors that leak nothing."""
+
+    endpoint_permissions = MODEL_ENDPOINT_PERMISSIONS
+    action_permissions = {"delete": Perm.DELETE}
+    menu_permission = Perm.VIEW
+
+    form_base_class = SecureForm
+    model_form_converter = BackofficeModelConverter
+    column_type_formatters = {LabeledEnum: _enum_label, **DEFAULT_FORMATTERS}
+    column_type_formatters_detail = {LabeledEnum: _enum_label, **DEFAULT_FORMATTERS}
+
+    page_size = 25
+    can_set_page_size = True
+    page_size_options = (10, 25, 50, 100)
+    can_view_details = True
+    details_modal = False
+    edit_modal = False
+    create_modal = False
+    fast_mass_delete = False  # the bulk delete must go through the same checks as a single one
+    list_template = "admin/model/backoffice_list.html"
+    details_template = "admin/model/backoffice_details.html"
+
+    # Per-request permissions: buttons follow the role matrix, the endpoints enforce it.
+    @property
+    def can_create(self) -> bool:  # type: ignore[override]
+        return can(Perm.CREATE)
+
+    @property
+    def can_edit(self) -> bool:  # type: ignore[override]
+        return can(Perm.EDIT)
+
+    @property
+    def can_delete(self) -> bool:  # type: ignore[override]
+        return can(Perm.DELETE)
+
+    @property
+    def can_export(self) -> bool:  # type: ignore[override]
+        return False
+
+    def is_action_allowed(self, name: str) -> bool:
+        return can(self.action_permissions.get(name)) and super().is_action_allowed(name)
+
+    def handle_view_exception(self, exc: Exception) -> bool:
+        """Show the user what went wrong in words, never the SQL, the values or a traceback."""
+        if isinstance(exc, DeletionRefused):
+            flash(exc.message, "error")
+            return True
+        if isinstance(exc, RuleError):
+            flash(str(exc), "error")
+            return True
+        if isinstance(exc, StaleDataError):
+            flash(
+                _(
+                    "This record was changed by someone else since you opened it. "
+                    "Reload it and make your change again."
+                ),
+                "error",
+            )
+            return True
+        if isinstance(exc, IntegrityError):
+            field = integrity_error_field(exc)
+            if field:
+                flash(
+                    _(
+                        "This change conflicts with another record: the value of '%(field)s' "
+                        "must be unique.",
+                        field=field,
+                    ),
+                    "error",
+                )
+            else:
+                flash(
+                    _("This change conflicts with other records and was not saved."), "error"
+                )
+            log.warning(
+                "integrity error in %s: %s", self.endpoint, integrity_error_constraint(exc)
+            )
+            return True
+        # Anything else: log where it happened (frames only: the message may hold values).
+        log.error(
+            "unexpected %s in %s\n%s",
+            type(exc).__name__,
+            self.endpoint,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        flash(_("The change could not be saved because of an unexpected error."), "error")
+        return True
+
+
+def integrity_error_constraint(exc: IntegrityError) -> str:
+    """The name of the violated constraint (or column), without any value."""
+    orig = getattr(exc, "orig", None)
+    diag = getattr(orig, "diag", None)
+    if diag is not None and getattr(diag, "constraint_name", None):
+        return str(diag.constraint_name)
+    text = str(orig) if orig is not None else ""
+    # SQLite: "UNIQUE constraint failed: patient.email"
+    if "constraint failed:" in text:
+        return text.split("constraint failed:", 1)[1].strip().split(",")[0]
+    return "unknown"
+
+
+def integrity_error_field(exc: IntegrityError) -> str | None:
+    """Best guess at the column a unique violation is about, for a readable message."""
+    name = integrity_error_constraint(exc)
+    if name.startswith("uq_"):
+        # uq_<table>_<column>: table names have no double underscores in this schema
+        for table in ("doctor_phone", "user_account", "clinic", "doctor", "patient", "study"):
+            prefix = f"uq_{table}_"
+            if name.startswith(prefix):
+                return name[len(prefix) :]
+    if "." in name:
+        return name.split(".", 1)[1]
+    return None
+
+
+class SecuredBaseView(SecuredViewMixin, BaseView):
+    """Base of custom admin pages; endpoints not declared in ``endpoint_permissions`` are
+    admin-only."""
+
+
+def link(url: str, text: object) -> Markup:
+    return Markup('<a href="{}">{}</a>').format(url, escape(str(text)))

@@ -1,0 +1,40 @@
+"""Admin view of clinics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_admin.contrib.sqla.filters import DateTimeBetweenFilter, FilterLike
+
+from backoffice.admin_views.base import SecuredModelView
+from backoffice.admin_views.formatters import bullet_list, record_link
+from backoffice.i18n import _l
+from backoffice.models import Clinic
+from backoffice.validation import normalize_phone
+
+
+def _doctors(view: Any, context: Any, model: Clinic, name: str) -> Any:
+    return bullet_list([record_link("doctor", d) for d in model.doctors])
+
+
+class ClinicView(SecuredModelView):
+    column_list = ("name", "city", "phone", "address", "updated_at")
+    column_details_list = ("name", "address", "city", "phone", "doctors", "created_at", "updated_at")
+    column_default_sort = [("name", False), ("id", False)]
+    column_searchable_list = ("name", "city", "address")
+    column_filters = (
+        FilterLike(Clinic.city, _l("City")),
+        DateTimeBetweenFilter(Clinic.created_at, _l("Created")),
+    )
+    column_labels = {
+        "name": _l("Name"),
+        "address": _l("Address"),
+        "city": _l("City"),
+        "phone": _l("Phone"),
+        "doctors": _l("Doctors"),
+        "created_at": _l("Created"),
+        "updated_at": _l("Updated"),
+    }
+    column_formatters_detail = {"doctors": _doctors}
+    form_columns = ("name", "address", "city", "phone")
+    form_args = {"phone": {"filters": [normalize_phone]}}

@@ -1,0 +1,74 @@
+"""Admin view of imaging studies."""
+
+from __future__ import annotations
+
+from flask_admin.contrib.sqla.filters import DateBetweenFilter, EnumEqualFilter, FilterLike
+
+from backoffice.admin_views.base import SecuredModelView
+from backoffice.admin_views.formatters import relation_link, urgency_formatter
+from backoffice.i18n import _l
+from backoffice.models import Patient, Study, StudyType, Urgency
+from backoffice.validation import normalize_body_part
+
+
+class StudyView(SecuredModelView):
+    column_list = ("study_date", "urgency", "study_type", "body_part", "description", "patient",
+                   "ordering_doctor")
+    column_details_list = (
+        "patient",
+        "study_date",
+        "urgency",
+        "study_type",
+        "body_part",
+        "description",
+        "ordering_doctor",
+        "accession_number",
+        "created_at",
+        "updated_at",
+    )
+    column_default_sort = [("study_date", True), ("id", True)]
+    column_sortable_list = ("study_date", "urgency", "study_type", "body_part",
+                            ("patient", "patient.last_name"))
+    column_searchable_list = ("body_part", "description", "accession_number", Patient.last_name,
+                              Patient.mrn)
+    column_filters = (
+        EnumEqualFilter(Study.urgency, _l("Urgency"), options=Urgency.choices),
+        EnumEqualFilter(Study.study_type, _l("Type"), options=StudyType.choices),
+        FilterLike(Study.body_part, _l("Body part")),
+        DateBetweenFilter(Study.study_date, _l("Study date")),
+    )
+    column_select_related_list = (Study.patient, Study.ordering_doctor)
+    column_labels = {
+        "study_date": _l("Date"),
+        "urgency": _l("Urgency"),
+        "study_type": _l("Type"),
+        "body_part": _l("Body part"),
+        "description": _l("Description"),
+        "patient": _l("Patient"),
+        "ordering_doctor": _l("Ordering doctor"),
+        "accession_number": _l("Accession number"),
+        "created_at": _l("Created"),
+        "updated_at": _l("Updated"),
+        "Patient.last_name": _l("Patient last name"),
+        "Patient.mrn": _l("Patient MRN"),
+    }
+    column_formatters = {
+        "urgency": urgency_formatter,
+        "patient": relation_link("patient", "patient"),
+        "ordering_doctor": relation_link("doctor", "ordering_doctor"),
+    }
+    column_formatters_detail = column_formatters
+    form_columns = ("patient", "study_date", "urgency", "study_type", "body_part", "description",
+                    "ordering_doctor", "accession_number")
+    form_args = {
+        "body_part": {
+            "filters": [normalize_body_part],
+            "description": _l("An upper-case code such as CHEST, NECK, STOMACH"),
+        }
+    }
+    form_ajax_refs = {
+        "patient": {"fields": ("last_name", "first_name", "mrn", "email"),
+                    "order_by": "last_name", "page_size": 20},
+        "ordering_doctor": {"fields": ("last_name", "first_name", "email"),
+                            "order_by": "last_name", "page_size": 20},
+    }

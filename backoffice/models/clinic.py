@@ -1,0 +1,54 @@
+"""Clinics: the sites where doctors work and patients are seen."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+
+from backoffice.extensions import db
+from backoffice.models.base import TimestampMixin, VersionedMixin
+from backoffice.validation import blank_to_none
+
+if TYPE_CHECKING:
+    from backoffice.models.doctor import Doctor
+
+
+class Clinic(TimestampMixin, VersionedMixin, db.Model):
+    """A clinic; it cannot be deleted while doctors still belong to it."""
+
+    __tablename__ = "clinic"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    address: Mapped[str | None] = mapped_column(String(300))
+    city: Mapped[str | None] = mapped_column(String(120), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+
+    doctors: Mapped[list[Doctor]] = relationship(
+        back_populates="clinic",
+        order_by="(Doctor.last_name, Doctor.first_name, Doctor.id)",
+        passive_deletes="all",
+    )
+
+    @validates("name")
+    def _validate_name(self, key: str, value: str | None) -> str | None:
+        value = blank_to_none(value)
+        return " ".join(value.split()) if isinstance(value, str) else value
+
+    @validates("address", "city")
+    def _validate_text(self, key: str, value: str | None) -> str | None:
+        return blank_to_none(value)
+
+    @validates("phone")
+    def _validate_phone(self, key: str, value: str | None) -> str | None:
+        from backoffice.validation import normalize_phone
+
+        return normalize_phone(value)
+
+    def __str__(self) -> str:
+        return self.name or f"Clinic #{self.id}"
+
+    def __repr__(self) -> str:
+        return f"<Clinic {self.id} {self.name!r}>"

@@ -1,0 +1,78 @@
+"""Patients, introduced by a referring doctor and optionally attached to a clinic."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Date, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+
+from backoffice.extensions import db
+from backoffice.models.base import TimestampMixin, VersionedMixin
+from backoffice.validation import blank_to_none, check_birth_date, normalize_email
+
+if TYPE_CHECKING:
+    from backoffice.models.clinic import Clinic
+    from backoffice.models.doctor import Doctor
+    from backoffice.models.study import Study
+
+
+class Patient(TimestampMixin, VersionedMixin, db.Model):
+    """A patient; ``mrn`` is the record number used by the systems we import from."""
+
+    __tablename__ = "patient"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mrn: Mapped[str | None] = mapped_column(String(64), unique=True)
+    first_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    last_name: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    birth_date: Mapped[date] = mapped_column(Date, nullable=False)
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    referring_doctor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("doctor.id", ondelete="RESTRICT"), index=True
+    )
+    clinic_id: Mapped[int | None] = mapped_column(
+        ForeignKey("clinic.id", ondelete="RESTRICT"), index=True
+    )
+
+    referring_doctor: Mapped[Doctor | None] = relationship(foreign_keys=[referring_doctor_id])
+    clinic: Mapped[Clinic | None] = relationship()
+    studies: Mapped[list[Study]] = relationship(
+        back_populates="patient",
+        order_by="(Study.study_date.desc(), Study.id.desc())",
+        passive_deletes="all",
+    )
+
+    @validates("mrn", "first_name", "last_name")
+    def _validate_text(self, key: str, value: str | None) -> str | None:
+        return blank_to_none(value)
+
+    @validates("email")
+    def _validate_email(self, key: str, value: str | None) -> str | None:
+        return normalize_email(value)
+
+    @validates("birth_date")
+    def _validate_birth_date(self, key: str, value: date | None) -> date | None:
+        return check_birth_date(value)
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+    def age(self, on: date | None = None) -> int | None:
+        """Age in whole years on a given day (today by default)."""
+        if self.birth_date is None:
+            return None
+        on = on or date.today()
+        years = on.year - self.birth_date.year
+        if (on.month, on.day) < (self.birth_date.month, self.birth_date.day):
+            years -= 1
+        return years
+
+    def __str__(self) -> str:
+        name = self.full_name or f"Patient #{self.id}"
+        return f"{name} (MRN {self.mrn})" if self.mrn else name
+
+    def __repr__(self) -> str:
+        return f"<Patient {self.id}>"

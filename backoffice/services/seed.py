@@ -1,0 +1,243 @@
+"""Demo data: a few clinics and doctors, the reference patients and studies, and generated ones.
+
+Idempotent: every record has a natural key (clinic name, doctor email, patient MRN, study
+accession number), and a record that exists is left alone, so running it twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from backoffice.extensions import db
+from backoffice.models import (
+    Clinic,
+    Doctor,
+    DoctorPhone,
+    Patient,
+    PhoneKind,
+    Role,
+    RoleName,
+    Specialty,
+    Study,
+    StudyType,
+    Urgency,
+    User,
+)
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+CLINICS = [
+    ("Clínica Roma Norte", "Av. Álvaro Obregón 121", "Ciudad de México", "+52 55 5208 1000"),
+    ("Hospital del Valle", "Av. Insurgentes Sur 3700", "Ciudad de México", "+52 55 5424 7200"),
+    ("Centro Médico Guadalajara", "Av. Chapultepec 480", "Guadalajara", "+52 33 3641 2200"),
+    ("Clínica Monterrey San Pedro", "Calz. del Valle 220", "Monterrey", "+52 81 8368 4400"),
+]
+
+DOCTORS = [
+    # first, last, email, specialty, licence, clinic index, phones
+    ("Ana", "Martínez", "ana.martinez@clinica.example.com", Specialty.RADIOLOGY, "CED-100201", 0,
+     [("MOBILE", "55 1234 5678"), ("OFFICE", "(55) 5208-1001")]),
+    ("Luis", "Hernández", "luis.hernandez@clinica.example.com", Specialty.GENERAL_PRACTICE,
+     "CED-100202", 0, [("MOBILE", "+52 55 8765 4321")]),
+    ("María José", "Núñez", "mj.nunez@hospital.example.com", Specialty.GYNECOLOGY, "CED-100203",
+     1, [("OFFICE", "55 5424 7201"), ("MOBILE", "55 3322 1100"), ("FAX", "55 5424 7299")]),
+    ("Carlos", "Peña", "carlos.pena@hospital.example.com", Specialty.ONCOLOGY, "CED-100204", 1,
+     [("MOBILE", "55 4455 6677")]),
+    ("Sofía", "Ramírez", "sofia.ramirez@cmg.example.com", Specialty.CARDIOLOGY, "CED-100205", 2,
+     [("OFFICE", "33 3641 2201"), ("MOBILE", "33 1122 3344")]),
+    ("Jorge", "Treviño", "jorge.trevino@sanpedro.example.com", Specialty.RADIOLOGY, "CED-100206",
+     3, [("MOBILE", "81 1234 9876")]),
+]
+
+FIRST_NAMES = ["José", "María", "Juan", "Guadalupe", "Francisco", "Fernanda", "Alejandro",
+               "Ximena", "Miguel", "Valeria", "Ricardo", "Daniela", "Eduardo", "Camila",
+               "Héctor", "Renata", "Iván", "Paola", "Óscar", "Lucía"]
+LAST_NAMES = ["García", "Hernández", "López", "Martínez", "González", "Pérez", "Rodríguez",
+              "Sánchez", "Ramírez", "Cruz", "Flores", "Gómez", "Morales", "Vázquez", "Jiménez",
+              "Reyes", "Díaz", "Torres", "Gutiérrez", "Ruiz", "Mendoza", "Aguilar", "Ortiz",
+              "Castillo", "Muñoz"]
+BODY_PARTS = {
+    StudyType.XRAY: ["CHEST", "HAND", "KNEE", "SPINE", "STOMACH", "NECK"],
+    StudyType.MAMMOGRAM: ["BREASTS"],
+    StudyType.CT: ["HEAD", "ABDOMEN", "CHEST"],
+    StudyType.MRI: ["BRAIN", "KNEE", "SPINE"],
+    StudyType.ULTRASOUND: ["ABDOMEN", "PELVIS", "THYROID", "NECK"],
+    StudyType.PET: ["WHOLE_BODY"],
+}
+DESCRIPTIONS = ["NO FINDINGS", "FOLLOW-UP IN 6 MONTHS", "NORMAL", "SMALL NODULE, BENIGN",
+                "COMPARE WITH PRIOR STUDY", "MILD INFLAMMATION", "FRACTURE RULED OUT"]
+
+DEMO_USERS = [
+    ("admin@backoffice.example.com", "Demo Admin", RoleName.ADMIN),
+    ("manager@backoffice.example.com", "Demo Manager", RoleName.MANAGER),
+    ("operator@backoffice.example.com", "Demo Operator", RoleName.OPERATOR),
+    ("support@backoffice.example.com", "Demo Support", RoleName.SUPPORT),
+]
+
+
+@dataclass
+class SeedReport:
+    created: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, n: int = 1) -> None:
+        self.created[kind] = self.created.get(kind, 0) + n
+
+    def total(self) -> int:
+        return sum(self.created.values())
+
+
+def ensure_roles() -> dict[RoleName, Role]:
+    """The four roles exist (the migration creates them; this covers create_all databases)."""
+    existing = {r.name: r for r in db.session.scalars(select(Role))}
+    for name in RoleName:
+        if name not in existing:
+            existing[name] = Role(name=name)
+            db.session.add(existing[name])
+    db.session.flush()
+    return existing
+
+
+def seed_demo(
+    *, patients: int = 150, studies: int = 400, demo_password: str | None = None,
+    today: date | None = None,
+) -> SeedReport:
+    """Load the demo set; returns what was created. The caller commits."""
+    report = SeedReport()
+    today = today or date.today()
+    rng = random.Random(2026)
+
+    clinics = _seed_clinics(report)
+    doctors = _seed_doctors(report, clinics)
+    _seed_reference_data(report, doctors, clinics, today)
+    _seed_generated(report, rng, doctors, clinics, patients, studies, today)
+    if demo_password:
+        seed_demo_users(report, demo_password)
+    db.session.flush()
+    return report
+
+
+def _seed_clinics(report: SeedReport) -> list[Clinic]:
+    out = []
+    for name, address, city, phone in CLINICS:
+        clinic = db.session.scalar(select(Clinic).where(Clinic.name == name))
+        if clinic is None:
+            clinic = Clinic(name=name, address=address, city=city, phone=phone)
+            db.session.add(clinic)
+            report.add("clinics")
+        out.append(clinic)
+    db.session.flush()
+    return out
+
+
+def _seed_doctors(report: SeedReport, clinics: list[Clinic]) -> list[Doctor]:
+    out = []
+    for first, last, email, specialty, licence, clinic_ix, phones in DOCTORS:
+        doctor = db.session.scalar(select(Doctor).where(Doctor.email == email))
+        if doctor is None:
+            doctor = Doctor(first_name=first, last_name=last, email=email, specialty=specialty,
+                            licence_number=licence, clinic=clinics[clinic_ix])
+            for i, (kind, number) in enumerate(phones):
+                doctor.phones.append(DoctorPhone(number=number, kind=PhoneKind(kind),
+                                                 is_primary=(i == 0)))
+            db.session.add(doctor)
+            report.add("doctors")
+            report.add("phones", len(phones))
+        out.append(doctor)
+    db.session.flush()
+    return out
+
+
+def _read_reference(name: str) -> list[dict[str, str]]:
+    with (DATA_DIR / name).open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, skipinitialspace=True)
+        return [{k.strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+
+
+def _seed_reference_data(report: SeedReport, doctors: list[Doctor], clinics: list[Clinic],
+                         today: date) -> None:
+    """The four example patients and four example studies, as our users send them."""
+    by_mrn: dict[str, Patient] = {}
+    for i, row in enumerate(_read_reference("patients.csv")):
+        mrn = row["id"]
+        patient = db.session.scalar(select(Patient).where(Patient.mrn == mrn))
+        if patient is None:
+            patient = Patient(mrn=mrn, first_name=row["first_name"], last_name=row["last_name"],
+                              birth_date=date.fromisoformat(row["birth_date"]),
+                              email=row["email"], referring_doctor=doctors[i % len(doctors)],
+                              clinic=clinics[i % len(clinics)])
+            db.session.add(patient)
+            report.add("patients")
+        by_mrn[mrn] = patient
+    db.session.flush()
+    for i, row in enumerate(_read_reference("studies.csv")):
+        patient = by_mrn[row["patient_id"]]
+        accession = f"REF-{i + 1:04d}"
+        if db.session.scalar(select(Study.id).where(Study.accession_number == accession)):
+            continue
+        db.session.add(Study(patient=patient, urgency=row["urgency_level"],
+                             body_part=row["body_part"], description=row["description"],
+                             study_type=row["type"], study_date=today - timedelta(days=i),
+                             ordering_doctor=doctors[0], accession_number=accession))
+        report.add("studies")
+
+
+def _seed_generated(report: SeedReport, rng: random.Random, doctors: list[Doctor],
+                    clinics: list[Clinic], n_patients: int, n_studies: int, today: date) -> None:
+    existing_mrns = set(db.session.scalars(select(Patient.mrn).where(Patient.mrn.like("DEMO-%"))))
+    patients: list[Patient] = []
+    for i in range(n_patients):
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        birth = date(1935, 1, 1) + timedelta(days=rng.randrange(0, 365 * 85))
+        mrn = f"DEMO-{i + 1:05d}"
+        clinic = rng.choice(clinics)
+        referring = rng.choice(doctors)
+        if mrn in existing_mrns:
+            patients.append(None)  # type: ignore[arg-type]
+            continue
+        patient = Patient(mrn=mrn, first_name=first, last_name=last, birth_date=birth,
+                          email=f"paciente{i + 1:05d}@correo.example.com",
+                          clinic=clinic, referring_doctor=referring)
+        db.session.add(patient)
+        patients.append(patient)
+        report.add("patients")
+    db.session.flush()
+    existing_acc = set(db.session.scalars(
+        select(Study.accession_number).where(Study.accession_number.like("DEMO-%"))))
+    ids = {p.mrn: p.id for p in db.session.execute(
+        select(Patient.mrn, Patient.id).where(Patient.mrn.like("DEMO-%")))}
+    for j in range(n_studies):
+        mrn = f"DEMO-{rng.randrange(n_patients) + 1:05d}" if n_patients else None
+        study_type = rng.choice(list(BODY_PARTS))
+        body_part = rng.choice(BODY_PARTS[study_type])
+        urgency = rng.choices(list(Urgency), weights=[2, 3, 5])[0]
+        when = today - timedelta(days=int(rng.expovariate(1 / 30)) % 120)
+        description = rng.choice(DESCRIPTIONS)
+        doctor = rng.choice(doctors)
+        accession = f"DEMO-S{j + 1:06d}"
+        if accession in existing_acc or mrn is None:
+            continue
+        db.session.add(Study(patient_id=ids[mrn], urgency=urgency, body_part=body_part,
+                             description=description, study_type=study_type, study_date=when,
+                             ordering_doctor=doctor, accession_number=accession))
+        report.add("studies")
+
+
+def seed_demo_users(report: SeedReport, password: str) -> list[tuple[str, str]]:
+    """One demo user per role (development only); returns (email, role) pairs."""
+    roles = ensure_roles()
+    out = []
+    for email, name, role in DEMO_USERS:
+        user = db.session.scalar(select(User).where(User.email == email))
+        if user is None:
+            user = User(email=email, display_name=name, roles=[roles[role]])
+            user.set_password(password)
+            db.session.add(user)
+            report.add("users")
+        out.append((email, role.value))
+    return out

@@ -1,0 +1,151 @@
+"""Validation rules, one place each, shared by model attributes, admin forms, imports and commands.
+
+Every rule is a plain function that returns the normalised value or raises ``RuleError`` (a
+``ValueError``) with
+a message a person understands. WTForms runs filters before validators and turns a filter's
+``ValueError`` into a field error, so the same function serves as a form filter.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import TypeVar
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app, has_app_context
+
+from backoffice.i18n import _
+
+MIN_BIRTH_DATE = date(1900, 1, 1)
+DEFAULT_PHONE_REGION = "MX"
+_CODE_RE = re.compile(r"^[A-Z0-9_]+$")
+
+E = TypeVar("E")
+
+
+class RuleError(ValueError):
+    """A rule was broken; the message is written for the person who entered the value."""
+
+
+def blank_to_none(value: object) -> object:
+    """Trim strings; an empty string becomes None so 'unique when present' holds."""
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def phone_region() -> str:
+    if has_app_context():
+        return current_app.config.get("PHONE_DEFAULT_REGION", DEFAULT_PHONE_REGION)
+    return DEFAULT_PHONE_REGION
+
+
+def normalize_phone(raw: str | None, region: str | None = None) -> str | None:
+    """Return the number in E.164 (``+525512345678``); numbers without a country code use
+    the configured default region."""
+    value = blank_to_none(raw)
+    if value is None:
+        return None
+    value = str(value)
+    if re.search(r"[A-Za-z]", value.replace("ext", "")):
+        raise RuleError(_("'%(value)s' is not a phone number: it contains letters.", value=value))
+    try:
+        parsed = phonenumbers.parse(value, region or phone_region())
+    except phonenumbers.NumberParseException:
+        raise RuleError(
+            _("'%(value)s' is not a phone number: it could not be read as one.", value=value)
+        ) from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise RuleError(
+            _(
+                "'%(value)s' is not a phone number: it has the wrong number of digits.",
+                value=value,
+            )
+        )
+    if not phonenumbers.is_valid_number(parsed):
+        raise RuleError(
+            _("'%(value)s' is not a valid phone number for its country.", value=value)
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(raw: str | None) -> str | None:
+    """Lower-case and check an email address (syntax only; no DNS lookup)."""
+    value = blank_to_none(raw)
+    if value is None:
+        return None
+    try:
+        result = validate_email(str(value), check_deliverability=False)
+    except EmailNotValidError:
+        raise RuleError(_("'%(value)s' is not a valid email address.", value=value)) from None
+    return result.normalized.lower()
+
+
+def check_birth_date(value: date | None) -> date | None:
+    """A birth date is not in the future and not before 1900."""
+    if value is None:
+        return None
+    if value > date.today():
+        raise RuleError(
+            _("Birth date %(value)s is in the future.", value=value.isoformat())
+        )
+    if value < MIN_BIRTH_DATE:
+        raise RuleError(
+            _("Birth date %(value)s is before 1900.", value=value.isoformat())
+        )
+    return value
+
+
+def parse_iso_date(raw: str | None) -> date | None:
+    """Parse ``YYYY-MM-DD`` and nothing else; other formats are refused, never guessed."""
+    value = blank_to_none(raw)
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value
+    text = str(value)
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise RuleError(_("'%(value)s' is not a date; expected YYYY-MM-DD.", value=text))
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise RuleError(_("'%(value)s' is not a date; expected YYYY-MM-DD.", value=text)) from None
+
+
+def normalize_body_part(raw: str | None) -> str | None:
+    """Body parts are free upper-case codes (STOMACH, NECK ...): trimmed, spaces to underscores."""
+    value = blank_to_none(raw)
+    if value is None:
+        return None
+    code = re.sub(r"\s+", "_", str(value).upper())
+    if not _CODE_RE.match(code):
+        raise RuleError(
+            _(
+                "'%(value)s' is not a body part code: use letters, digits and underscores.",
+                value=value,
+            )
+        )
+    return code
+
+
+def parse_code(enum_cls: type[E], raw: object) -> E:
+    """Look up an enum member by its code, case-insensitively; the error lists allowed codes."""
+    if isinstance(raw, enum_cls):
+        return raw
+    value = blank_to_none(raw)
+    codes = [m.value for m in enum_cls]  # type: ignore[attr-defined]
+    if value is not None:
+        key = str(value).upper()
+        for member in enum_cls:  # type: ignore[attr-defined]
+            if member.value == key:
+                return member
+    raise RuleError(
+        _(
+            "'%(value)s' is not one of the allowed codes: %(allowed)s.",
+            value="" if value is None else value,
+            allowed=", ".join(codes),
+        )
+    )

@@ -1,0 +1,5 @@
+"""WSGI entry point: ``flask --app run ...`` and ``gunicorn run:app``."""
+
+from backoffice import create_app
+
+app = create_app()
