@@ -30,7 +30,7 @@ def normalise_database_url(url: str | None) -> str | None:
 
 
 # Placeholder used by the development default; production refuses it.
-INSECURE_DEV_SECRET = "dev-only-insecure-secret-key-change-me"
+INSECURE_DEV_SECRET = "dev-only-insecure-secret-key-change-me"  # noqa: S105
 
 
 class Config:
@@ -95,7 +95,7 @@ class TestingConfig(Config):
     ENV_NAME = "testing"
     TESTING = True
     SQLALCHEMY_DATABASE_URI = normalise_database_url(os.environ.get("TEST_DATABASE_URL"))
-    SECRET_KEY = "testing-secret-key-not-for-production-use-0123456789"
+    SECRET_KEY = "testing-secret-key-not-for-production-use-0123456789"  # noqa: S105
     # Cheap hashes keep the suite fast; production uses the argon2 library's defaults.
     ARGON2_TIME_COST = 1
     ARGON2_MEMORY_COST = 8 * 1024
@@ -137,4 +137,6 @@ def get_config(name: str | None = None) -> type[Config]:
     try:
         return CONFIGS[name]
     except KeyError:
-        raise RuntimeError(f"Unknown BACKOFFICE_ENV {name!r}; expected one of {sorted(CONFIGS)}")
+        raise RuntimeError(
+            f"Unknown BACKOFFICE_ENV {name!r}; expected one of {sorted(CONFIGS)}"
+        ) from None

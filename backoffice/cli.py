@@ -23,8 +23,11 @@ def register(app: Flask) -> None:
 @click.command("seed")
 @click.option("--patients", default=150, show_default=True, help="Generated patients.")
 @click.option("--studies", default=400, show_default=True, help="Generated studies.")
-@click.option("--demo-users/--no-demo-users", default=False,
-              help="Also create one demo user per role (development only).")
+@click.option(
+    "--demo-users/--no-demo-users",
+    default=False,
+    help="Also create one demo user per role (development only).",
+)
 def seed_command(patients: int, studies: int, demo_users: bool) -> None:
     """Load the demo data set (idempotent: a second run adds nothing)."""
     from backoffice.services.seed import DEMO_USERS, seed_demo
@@ -41,7 +44,7 @@ def seed_command(patients: int, studies: int, demo_users: bool) -> None:
         click.echo("Demo data already present: nothing to add.")
     if demo_users:
         click.echo("")
-        click.echo("Demo logins (password: %s):" % password)
+        click.echo(f"Demo logins (password: {password}):")
         for email, _name, role in DEMO_USERS:
             click.echo(f"  {role.value.lower():9} {email}")
 
@@ -57,14 +60,24 @@ def _read_password(env_var: str, prompt: bool) -> str:
 
 @users_cli.command("create")
 @click.argument("email")
-@click.option("--role", "roles", multiple=True, required=True,
-              type=click.Choice(["admin", "manager", "operator", "support"], case_sensitive=False),
-              help="Role to grant; repeat for several.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(["admin", "manager", "operator", "support"], case_sensitive=False),
+    help="Role to grant; repeat for several.",
+)
 @click.option("--name", "display_name", default=None, help="Display name (default: the email).")
-@click.option("--password-env", default="BACKOFFICE_PASSWORD", show_default=True,
-              help="Environment variable to read the password from instead of prompting.")
-def users_create(email: str, roles: tuple[str, ...], display_name: str | None,
-                 password_env: str) -> None:
+@click.option(
+    "--password-env",
+    default="BACKOFFICE_PASSWORD",
+    show_default=True,
+    help="Environment variable to read the password from instead of prompting.",
+)
+def users_create(
+    email: str, roles: tuple[str, ...], display_name: str | None, password_env: str
+) -> None:
     """Create a user with one or more roles."""
     from backoffice.models import User
     from backoffice.services.seed import ensure_roles

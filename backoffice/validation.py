@@ -66,9 +66,7 @@ def normalize_phone(raw: str | None, region: str | None = None) -> str | None:
             )
         )
     if not phonenumbers.is_valid_number(parsed):
-        raise RuleError(
-            _("'%(value)s' is not a valid phone number for its country.", value=value)
-        )
+        raise RuleError(_("'%(value)s' is not a valid phone number for its country.", value=value))
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -89,13 +87,9 @@ def check_birth_date(value: date | None) -> date | None:
     if value is None:
         return None
     if value > date.today():
-        raise RuleError(
-            _("Birth date %(value)s is in the future.", value=value.isoformat())
-        )
+        raise RuleError(_("Birth date %(value)s is in the future.", value=value.isoformat()))
     if value < MIN_BIRTH_DATE:
-        raise RuleError(
-            _("Birth date %(value)s is before 1900.", value=value.isoformat())
-        )
+        raise RuleError(_("Birth date %(value)s is before 1900.", value=value.isoformat()))
     return value
 
 

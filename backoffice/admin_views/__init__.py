@@ -1,4 +1,4 @@
-"""Builds the Flask-Admin site: one ``Admin`` and its views per app (see FLASK_ADMIN_NOTES trap 6)."""
+"""Builds the Flask-Admin site: one ``Admin`` and its views per app (FLASK_ADMIN_NOTES trap 6)."""
 
 from __future__ import annotations
 
@@ -25,14 +25,20 @@ def init_admin(app: Flask) -> Admin:
         csp_nonce_generator=csp_nonce,
     )
     records = _l("Records")
-    admin.add_view(ClinicView(_model("Clinic"), db, name=_l("Clinics"), category=records,
-                              endpoint="clinic"))
-    admin.add_view(DoctorView(_model("Doctor"), db, name=_l("Doctors"), category=records,
-                              endpoint="doctor"))
-    admin.add_view(PatientView(_model("Patient"), db, name=_l("Patients"), category=records,
-                               endpoint="patient"))
-    admin.add_view(StudyView(_model("Study"), db, name=_l("Studies"), category=records,
-                             endpoint="study"))
+    admin.add_view(
+        ClinicView(_model("Clinic"), db, name=_l("Clinics"), category=records, endpoint="clinic")
+    )
+    admin.add_view(
+        DoctorView(_model("Doctor"), db, name=_l("Doctors"), category=records, endpoint="doctor")
+    )
+    admin.add_view(
+        PatientView(
+            _model("Patient"), db, name=_l("Patients"), category=records, endpoint="patient"
+        )
+    )
+    admin.add_view(
+        StudyView(_model("Study"), db, name=_l("Studies"), category=records, endpoint="study")
+    )
     return admin
 
 

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
-from flask_admin import AdminIndexView, BaseView
+from flask_admin import BaseView
 from flask_admin.babel import gettext as admin_gettext  # noqa: F401  (Flask-Admin's catalog)
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla.form import AdminModelConverter
@@ -185,12 +185,8 @@ class SecuredModelView(SecuredViewMixin, ModelView):
                     "error",
                 )
             else:
-                flash(
-                    _("This change conflicts with other records and was not saved."), "error"
-                )
-            log.warning(
-                "integrity error in %s: %s", self.endpoint, integrity_error_constraint(exc)
-            )
+                flash(_("This change conflicts with other records and was not saved."), "error")
+            log.warning("integrity error in %s: %s", self.endpoint, integrity_error_constraint(exc))
             return True
         # Anything else: log where it happened (frames only: the message may hold values).
         log.error(

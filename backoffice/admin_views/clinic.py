@@ -19,7 +19,15 @@ def _doctors(view: Any, context: Any, model: Clinic, name: str) -> Any:
 
 class ClinicView(SecuredModelView):
     column_list = ("name", "city", "phone", "address", "updated_at")
-    column_details_list = ("name", "address", "city", "phone", "doctors", "created_at", "updated_at")
+    column_details_list = (
+        "name",
+        "address",
+        "city",
+        "phone",
+        "doctors",
+        "created_at",
+        "updated_at",
+    )
     column_default_sort = [("name", False), ("id", False)]
     column_searchable_list = ("name", "city", "address")
     column_filters = (

@@ -8,7 +8,7 @@ from flask_admin.contrib.sqla.filters import BooleanEqualFilter, EnumEqualFilter
 from flask_admin.model.form import InlineFormAdmin
 
 from backoffice.admin_views.base import SecuredModelView
-from backoffice.admin_views.formatters import bullet_list, record_link, relation_link
+from backoffice.admin_views.formatters import bullet_list, relation_link
 from backoffice.i18n import _, _l
 from backoffice.models import Clinic, Doctor, DoctorPhone, Specialty
 from backoffice.validation import normalize_email, normalize_phone
@@ -49,10 +49,21 @@ class DoctorView(SecuredModelView):
         "updated_at",
     )
     column_default_sort = [("last_name", False), ("first_name", False), ("id", False)]
-    column_sortable_list = ("last_name", "first_name", "specialty", "email", "active",
-                            ("clinic", "clinic.name"))
-    column_searchable_list = ("first_name", "last_name", "email", "licence_number",
-                              DoctorPhone.number)
+    column_sortable_list = (
+        "last_name",
+        "first_name",
+        "specialty",
+        "email",
+        "active",
+        ("clinic", "clinic.name"),
+    )
+    column_searchable_list = (
+        "first_name",
+        "last_name",
+        "email",
+        "licence_number",
+        DoctorPhone.number,
+    )
     column_filters = (
         FilterLike(Clinic.name, _l("Clinic")),
         EnumEqualFilter(Doctor.specialty, _l("Specialty"), options=Specialty.choices),
@@ -74,8 +85,16 @@ class DoctorView(SecuredModelView):
     }
     column_formatters = {"clinic": relation_link("clinic", "clinic"), "phones": _phones_short}
     column_formatters_detail = {"clinic": relation_link("clinic", "clinic"), "phones": _phones}
-    form_columns = ("first_name", "last_name", "email", "specialty", "licence_number", "clinic",
-                    "active", "phones")
+    form_columns = (
+        "first_name",
+        "last_name",
+        "email",
+        "specialty",
+        "licence_number",
+        "clinic",
+        "active",
+        "phones",
+    )
     form_args = {"email": {"filters": [normalize_email]}}
     form_ajax_refs = {
         "clinic": {"fields": ("name", "city"), "order_by": "name", "page_size": 20},
@@ -102,4 +121,3 @@ class DoctorView(SecuredModelView):
                 valid = False
             seen[number] = index
         return valid
-

@@ -61,8 +61,15 @@ def _birth_date_not_out_of_bounds(form: Any, field: Any) -> None:
 
 
 class PatientView(SecuredModelView):
-    column_list = ("mrn", "last_name", "first_name", "birth_date", "email", "referring_doctor",
-                   "clinic")
+    column_list = (
+        "mrn",
+        "last_name",
+        "first_name",
+        "birth_date",
+        "email",
+        "referring_doctor",
+        "clinic",
+    )
     column_details_list = (
         "mrn",
         "first_name",
@@ -76,8 +83,14 @@ class PatientView(SecuredModelView):
         "updated_at",
     )
     column_default_sort = [("last_name", False), ("first_name", False), ("id", False)]
-    column_sortable_list = ("mrn", "last_name", "first_name", "birth_date", "email",
-                            ("clinic", "clinic.name"))
+    column_sortable_list = (
+        "mrn",
+        "last_name",
+        "first_name",
+        "birth_date",
+        "email",
+        ("clinic", "clinic.name"),
+    )
     column_searchable_list = ("first_name", "last_name", "email", "mrn")
     column_filters = (
         FilterLike(Clinic.name, _l("Clinic")),
@@ -107,14 +120,24 @@ class PatientView(SecuredModelView):
         "studies": _studies,
         "birth_date": _birth_date_with_age,
     }
-    form_columns = ("mrn", "first_name", "last_name", "birth_date", "email", "referring_doctor",
-                    "clinic")
+    form_columns = (
+        "mrn",
+        "first_name",
+        "last_name",
+        "birth_date",
+        "email",
+        "referring_doctor",
+        "clinic",
+    )
     form_args = {
         "email": {"filters": [normalize_email]},
         "birth_date": {"validators": [_birth_date_not_out_of_bounds]},
     }
     form_ajax_refs = {
-        "referring_doctor": {"fields": ("last_name", "first_name", "email"),
-                             "order_by": "last_name", "page_size": 20},
+        "referring_doctor": {
+            "fields": ("last_name", "first_name", "email"),
+            "order_by": "last_name",
+            "page_size": 20,
+        },
         "clinic": {"fields": ("name", "city"), "order_by": "name", "page_size": 20},
     }

@@ -12,8 +12,15 @@ from backoffice.validation import normalize_body_part
 
 
 class StudyView(SecuredModelView):
-    column_list = ("study_date", "urgency", "study_type", "body_part", "description", "patient",
-                   "ordering_doctor")
+    column_list = (
+        "study_date",
+        "urgency",
+        "study_type",
+        "body_part",
+        "description",
+        "patient",
+        "ordering_doctor",
+    )
     column_details_list = (
         "patient",
         "study_date",
@@ -27,10 +34,20 @@ class StudyView(SecuredModelView):
         "updated_at",
     )
     column_default_sort = [("study_date", True), ("id", True)]
-    column_sortable_list = ("study_date", "urgency", "study_type", "body_part",
-                            ("patient", "patient.last_name"))
-    column_searchable_list = ("body_part", "description", "accession_number", Patient.last_name,
-                              Patient.mrn)
+    column_sortable_list = (
+        "study_date",
+        "urgency",
+        "study_type",
+        "body_part",
+        ("patient", "patient.last_name"),
+    )
+    column_searchable_list = (
+        "body_part",
+        "description",
+        "accession_number",
+        Patient.last_name,
+        Patient.mrn,
+    )
     column_filters = (
         EnumEqualFilter(Study.urgency, _l("Urgency"), options=Urgency.choices),
         EnumEqualFilter(Study.study_type, _l("Type"), options=StudyType.choices),
@@ -58,8 +75,16 @@ class StudyView(SecuredModelView):
         "ordering_doctor": relation_link("doctor", "ordering_doctor"),
     }
     column_formatters_detail = column_formatters
-    form_columns = ("patient", "study_date", "urgency", "study_type", "body_part", "description",
-                    "ordering_doctor", "accession_number")
+    form_columns = (
+        "patient",
+        "study_date",
+        "urgency",
+        "study_type",
+        "body_part",
+        "description",
+        "ordering_doctor",
+        "accession_number",
+    )
     form_args = {
         "body_part": {
             "filters": [normalize_body_part],
@@ -67,8 +92,14 @@ class StudyView(SecuredModelView):
         }
     }
     form_ajax_refs = {
-        "patient": {"fields": ("last_name", "first_name", "mrn", "email"),
-                    "order_by": "last_name", "page_size": 20},
-        "ordering_doctor": {"fields": ("last_name", "first_name", "email"),
-                            "order_by": "last_name", "page_size": 20},
+        "patient": {
+            "fields": ("last_name", "first_name", "mrn", "email"),
+            "order_by": "last_name",
+            "page_size": 20,
+        },
+        "ordering_doctor": {
+            "fields": ("last_name", "first_name", "email"),
+            "order_by": "last_name",
+            "page_size": 20,
+        },
     }

@@ -21,20 +21,25 @@ class Perm(enum.Enum):
     AUDIT = "audit"
 
 
-A, M, O, S = RoleName.ADMIN, RoleName.MANAGER, RoleName.OPERATOR, RoleName.SUPPORT
+ADMIN, MANAGER, OPERATOR, SUPPORT = (
+    RoleName.ADMIN,
+    RoleName.MANAGER,
+    RoleName.OPERATOR,
+    RoleName.SUPPORT,
+)
 
 MATRIX: dict[Perm, frozenset[RoleName]] = {
-    Perm.VIEW: frozenset({A, M, O, S}),
-    Perm.CREATE: frozenset({A, O}),
-    Perm.EDIT: frozenset({A, O, S}),
-    Perm.DELETE: frozenset({A}),
-    Perm.EXPORT: frozenset({A, M}),
-    Perm.UPLOAD: frozenset({A, O}),
-    Perm.MANAGE_USERS: frozenset({A}),
-    Perm.AUDIT: frozenset({A}),
+    Perm.VIEW: frozenset({ADMIN, MANAGER, OPERATOR, SUPPORT}),
+    Perm.CREATE: frozenset({ADMIN, OPERATOR}),
+    Perm.EDIT: frozenset({ADMIN, OPERATOR, SUPPORT}),
+    Perm.DELETE: frozenset({ADMIN}),
+    Perm.EXPORT: frozenset({ADMIN, MANAGER}),
+    Perm.UPLOAD: frozenset({ADMIN, OPERATOR}),
+    Perm.MANAGE_USERS: frozenset({ADMIN}),
+    Perm.AUDIT: frozenset({ADMIN}),
 }
 
-ADMIN_ONLY = frozenset({A})
+ADMIN_ONLY = frozenset({ADMIN})
 
 
 def roles_for(perm: Perm | None) -> frozenset[RoleName]:

@@ -7,7 +7,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
-
     current_app,
     flash,
     redirect,
@@ -65,9 +64,7 @@ def login():
         form.next.data = request.args.get("next", "")
     if form.validate_on_submit():
         email = (form.email.data or "").strip().lower()
-        user = db.session.execute(
-            db.select(User).where(User.email == email)
-        ).scalar_one_or_none()
+        user = db.session.execute(db.select(User).where(User.email == email)).scalar_one_or_none()
         if user is None:
             burn_verify_time(form.password.data or "")
             ok = False
@@ -96,5 +93,3 @@ def logout():
     session.clear()
     flash(_("You have been logged out."), "info")
     return redirect(url_for("auth.login"))
-
-

@@ -68,7 +68,8 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_id: Mapped[int] = mapped_column(
         # served by ix_study_patient_date (patient_id is its leading column)
-        ForeignKey("patient.id", ondelete="RESTRICT"), nullable=False
+        ForeignKey("patient.id", ondelete="RESTRICT"),
+        nullable=False,
     )
     urgency: Mapped[Urgency] = mapped_column(enum_column(Urgency), nullable=False)
     body_part: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
@@ -77,9 +78,7 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
     ordering_doctor_id: Mapped[int | None] = mapped_column(
         ForeignKey("doctor.id", ondelete="RESTRICT"), index=True
     )
-    study_date: Mapped[date] = mapped_column(
-        Date, nullable=False, default=date.today, index=True
-    )
+    study_date: Mapped[date] = mapped_column(Date, nullable=False, default=date.today, index=True)
     accession_number: Mapped[str | None] = mapped_column(String(64), unique=True)
 
     patient: Mapped[Patient] = relationship(back_populates="studies")

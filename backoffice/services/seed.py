@@ -41,27 +41,111 @@ CLINICS = [
 
 DOCTORS = [
     # first, last, email, specialty, licence, clinic index, phones
-    ("Ana", "Martínez", "ana.martinez@clinica.example.com", Specialty.RADIOLOGY, "CED-100201", 0,
-     [("MOBILE", "55 1234 5678"), ("OFFICE", "(55) 5208-1001")]),
-    ("Luis", "Hernández", "luis.hernandez@clinica.example.com", Specialty.GENERAL_PRACTICE,
-     "CED-100202", 0, [("MOBILE", "+52 55 8765 4321")]),
-    ("María José", "Núñez", "mj.nunez@hospital.example.com", Specialty.GYNECOLOGY, "CED-100203",
-     1, [("OFFICE", "55 5424 7201"), ("MOBILE", "55 3322 1100"), ("FAX", "55 5424 7299")]),
-    ("Carlos", "Peña", "carlos.pena@hospital.example.com", Specialty.ONCOLOGY, "CED-100204", 1,
-     [("MOBILE", "55 4455 6677")]),
-    ("Sofía", "Ramírez", "sofia.ramirez@cmg.example.com", Specialty.CARDIOLOGY, "CED-100205", 2,
-     [("OFFICE", "33 3641 2201"), ("MOBILE", "33 1122 3344")]),
-    ("Jorge", "Treviño", "jorge.trevino@sanpedro.example.com", Specialty.RADIOLOGY, "CED-100206",
-     3, [("MOBILE", "81 1234 9876")]),
+    (
+        "Ana",
+        "Martínez",
+        "ana.martinez@clinica.example.com",
+        Specialty.RADIOLOGY,
+        "CED-100201",
+        0,
+        [("MOBILE", "55 1234 5678"), ("OFFICE", "(55) 5208-1001")],
+    ),
+    (
+        "Luis",
+        "Hernández",
+        "luis.hernandez@clinica.example.com",
+        Specialty.GENERAL_PRACTICE,
+        "CED-100202",
+        0,
+        [("MOBILE", "+52 55 8765 4321")],
+    ),
+    (
+        "María José",
+        "Núñez",
+        "mj.nunez@hospital.example.com",
+        Specialty.GYNECOLOGY,
+        "CED-100203",
+        1,
+        [("OFFICE", "55 5424 7201"), ("MOBILE", "55 3322 1100"), ("FAX", "55 5424 7299")],
+    ),
+    (
+        "Carlos",
+        "Peña",
+        "carlos.pena@hospital.example.com",
+        Specialty.ONCOLOGY,
+        "CED-100204",
+        1,
+        [("MOBILE", "55 4455 6677")],
+    ),
+    (
+        "Sofía",
+        "Ramírez",
+        "sofia.ramirez@cmg.example.com",
+        Specialty.CARDIOLOGY,
+        "CED-100205",
+        2,
+        [("OFFICE", "33 3641 2201"), ("MOBILE", "33 1122 3344")],
+    ),
+    (
+        "Jorge",
+        "Treviño",
+        "jorge.trevino@sanpedro.example.com",
+        Specialty.RADIOLOGY,
+        "CED-100206",
+        3,
+        [("MOBILE", "81 1234 9876")],
+    ),
 ]
 
-FIRST_NAMES = ["José", "María", "Juan", "Guadalupe", "Francisco", "Fernanda", "Alejandro",
-               "Ximena", "Miguel", "Valeria", "Ricardo", "Daniela", "Eduardo", "Camila",
-               "Héctor", "Renata", "Iván", "Paola", "Óscar", "Lucía"]
-LAST_NAMES = ["García", "Hernández", "López", "Martínez", "González", "Pérez", "Rodríguez",
-              "Sánchez", "Ramírez", "Cruz", "Flores", "Gómez", "Morales", "Vázquez", "Jiménez",
-              "Reyes", "Díaz", "Torres", "Gutiérrez", "Ruiz", "Mendoza", "Aguilar", "Ortiz",
-              "Castillo", "Muñoz"]
+FIRST_NAMES = [
+    "José",
+    "María",
+    "Juan",
+    "Guadalupe",
+    "Francisco",
+    "Fernanda",
+    "Alejandro",
+    "Ximena",
+    "Miguel",
+    "Valeria",
+    "Ricardo",
+    "Daniela",
+    "Eduardo",
+    "Camila",
+    "Héctor",
+    "Renata",
+    "Iván",
+    "Paola",
+    "Óscar",
+    "Lucía",
+]
+LAST_NAMES = [
+    "García",
+    "Hernández",
+    "López",
+    "Martínez",
+    "González",
+    "Pérez",
+    "Rodríguez",
+    "Sánchez",
+    "Ramírez",
+    "Cruz",
+    "Flores",
+    "Gómez",
+    "Morales",
+    "Vázquez",
+    "Jiménez",
+    "Reyes",
+    "Díaz",
+    "Torres",
+    "Gutiérrez",
+    "Ruiz",
+    "Mendoza",
+    "Aguilar",
+    "Ortiz",
+    "Castillo",
+    "Muñoz",
+]
 BODY_PARTS = {
     StudyType.XRAY: ["CHEST", "HAND", "KNEE", "SPINE", "STOMACH", "NECK"],
     StudyType.MAMMOGRAM: ["BREASTS"],
@@ -70,8 +154,15 @@ BODY_PARTS = {
     StudyType.ULTRASOUND: ["ABDOMEN", "PELVIS", "THYROID", "NECK"],
     StudyType.PET: ["WHOLE_BODY"],
 }
-DESCRIPTIONS = ["NO FINDINGS", "FOLLOW-UP IN 6 MONTHS", "NORMAL", "SMALL NODULE, BENIGN",
-                "COMPARE WITH PRIOR STUDY", "MILD INFLAMMATION", "FRACTURE RULED OUT"]
+DESCRIPTIONS = [
+    "NO FINDINGS",
+    "FOLLOW-UP IN 6 MONTHS",
+    "NORMAL",
+    "SMALL NODULE, BENIGN",
+    "COMPARE WITH PRIOR STUDY",
+    "MILD INFLAMMATION",
+    "FRACTURE RULED OUT",
+]
 
 DEMO_USERS = [
     ("admin@backoffice.example.com", "Demo Admin", RoleName.ADMIN),
@@ -104,7 +195,10 @@ def ensure_roles() -> dict[RoleName, Role]:
 
 
 def seed_demo(
-    *, patients: int = 150, studies: int = 400, demo_password: str | None = None,
+    *,
+    patients: int = 150,
+    studies: int = 400,
+    demo_password: str | None = None,
     today: date | None = None,
 ) -> SeedReport:
     """Load the demo set; returns what was created. The caller commits."""
@@ -140,11 +234,18 @@ def _seed_doctors(report: SeedReport, clinics: list[Clinic]) -> list[Doctor]:
     for first, last, email, specialty, licence, clinic_ix, phones in DOCTORS:
         doctor = db.session.scalar(select(Doctor).where(Doctor.email == email))
         if doctor is None:
-            doctor = Doctor(first_name=first, last_name=last, email=email, specialty=specialty,
-                            licence_number=licence, clinic=clinics[clinic_ix])
+            doctor = Doctor(
+                first_name=first,
+                last_name=last,
+                email=email,
+                specialty=specialty,
+                licence_number=licence,
+                clinic=clinics[clinic_ix],
+            )
             for i, (kind, number) in enumerate(phones):
-                doctor.phones.append(DoctorPhone(number=number, kind=PhoneKind(kind),
-                                                 is_primary=(i == 0)))
+                doctor.phones.append(
+                    DoctorPhone(number=number, kind=PhoneKind(kind), is_primary=(i == 0))
+                )
             db.session.add(doctor)
             report.add("doctors")
             report.add("phones", len(phones))
@@ -159,18 +260,24 @@ def _read_reference(name: str) -> list[dict[str, str]]:
         return [{k.strip(): (v or "").strip() for k, v in row.items()} for row in reader]
 
 
-def _seed_reference_data(report: SeedReport, doctors: list[Doctor], clinics: list[Clinic],
-                         today: date) -> None:
+def _seed_reference_data(
+    report: SeedReport, doctors: list[Doctor], clinics: list[Clinic], today: date
+) -> None:
     """The four example patients and four example studies, as our users send them."""
     by_mrn: dict[str, Patient] = {}
     for i, row in enumerate(_read_reference("patients.csv")):
         mrn = row["id"]
         patient = db.session.scalar(select(Patient).where(Patient.mrn == mrn))
         if patient is None:
-            patient = Patient(mrn=mrn, first_name=row["first_name"], last_name=row["last_name"],
-                              birth_date=date.fromisoformat(row["birth_date"]),
-                              email=row["email"], referring_doctor=doctors[i % len(doctors)],
-                              clinic=clinics[i % len(clinics)])
+            patient = Patient(
+                mrn=mrn,
+                first_name=row["first_name"],
+                last_name=row["last_name"],
+                birth_date=date.fromisoformat(row["birth_date"]),
+                email=row["email"],
+                referring_doctor=doctors[i % len(doctors)],
+                clinic=clinics[i % len(clinics)],
+            )
             db.session.add(patient)
             report.add("patients")
         by_mrn[mrn] = patient
@@ -180,15 +287,30 @@ def _seed_reference_data(report: SeedReport, doctors: list[Doctor], clinics: lis
         accession = f"REF-{i + 1:04d}"
         if db.session.scalar(select(Study.id).where(Study.accession_number == accession)):
             continue
-        db.session.add(Study(patient=patient, urgency=row["urgency_level"],
-                             body_part=row["body_part"], description=row["description"],
-                             study_type=row["type"], study_date=today - timedelta(days=i),
-                             ordering_doctor=doctors[0], accession_number=accession))
+        db.session.add(
+            Study(
+                patient=patient,
+                urgency=row["urgency_level"],
+                body_part=row["body_part"],
+                description=row["description"],
+                study_type=row["type"],
+                study_date=today - timedelta(days=i),
+                ordering_doctor=doctors[0],
+                accession_number=accession,
+            )
+        )
         report.add("studies")
 
 
-def _seed_generated(report: SeedReport, rng: random.Random, doctors: list[Doctor],
-                    clinics: list[Clinic], n_patients: int, n_studies: int, today: date) -> None:
+def _seed_generated(
+    report: SeedReport,
+    rng: random.Random,
+    doctors: list[Doctor],
+    clinics: list[Clinic],
+    n_patients: int,
+    n_studies: int,
+    today: date,
+) -> None:
     existing_mrns = set(db.session.scalars(select(Patient.mrn).where(Patient.mrn.like("DEMO-%"))))
     patients: list[Patient] = []
     for i in range(n_patients):
@@ -200,17 +322,30 @@ def _seed_generated(report: SeedReport, rng: random.Random, doctors: list[Doctor
         if mrn in existing_mrns:
             patients.append(None)  # type: ignore[arg-type]
             continue
-        patient = Patient(mrn=mrn, first_name=first, last_name=last, birth_date=birth,
-                          email=f"paciente{i + 1:05d}@correo.example.com",
-                          clinic=clinic, referring_doctor=referring)
+        patient = Patient(
+            mrn=mrn,
+            first_name=first,
+            last_name=last,
+            birth_date=birth,
+            email=f"paciente{i + 1:05d}@correo.example.com",
+            clinic=clinic,
+            referring_doctor=referring,
+        )
         db.session.add(patient)
         patients.append(patient)
         report.add("patients")
     db.session.flush()
-    existing_acc = set(db.session.scalars(
-        select(Study.accession_number).where(Study.accession_number.like("DEMO-%"))))
-    ids = {p.mrn: p.id for p in db.session.execute(
-        select(Patient.mrn, Patient.id).where(Patient.mrn.like("DEMO-%")))}
+    existing_acc = set(
+        db.session.scalars(
+            select(Study.accession_number).where(Study.accession_number.like("DEMO-%"))
+        )
+    )
+    ids = {
+        p.mrn: p.id
+        for p in db.session.execute(
+            select(Patient.mrn, Patient.id).where(Patient.mrn.like("DEMO-%"))
+        )
+    }
     for j in range(n_studies):
         mrn = f"DEMO-{rng.randrange(n_patients) + 1:05d}" if n_patients else None
         study_type = rng.choice(list(BODY_PARTS))
@@ -222,9 +357,18 @@ def _seed_generated(report: SeedReport, rng: random.Random, doctors: list[Doctor
         accession = f"DEMO-S{j + 1:06d}"
         if accession in existing_acc or mrn is None:
             continue
-        db.session.add(Study(patient_id=ids[mrn], urgency=urgency, body_part=body_part,
-                             description=description, study_type=study_type, study_date=when,
-                             ordering_doctor=doctor, accession_number=accession))
+        db.session.add(
+            Study(
+                patient_id=ids[mrn],
+                urgency=urgency,
+                body_part=body_part,
+                description=description,
+                study_type=study_type,
+                study_date=when,
+                ordering_doctor=doctor,
+                accession_number=accession,
+            )
+        )
         report.add("studies")
 
 

@@ -1,0 +1,44 @@
+# Two commands do everything: `make run` (back office with demo data) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+FLASK  := $(BIN)/flask --app run
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+
+.PHONY: install run test test-postgres lint format e2e bench translations clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(FLASK) db upgrade
+	$(FLASK) seed --demo-users
+	@echo "Back office on http://$(HOST):$(PORT)/admin/"
+	$(FLASK) run --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite against PostgreSQL (defaults to the local server's `test` database).
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
+test-postgres: install
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check backoffice tests bench config.py run.py
+	$(BIN)/ruff format --check backoffice tests bench config.py run.py
+
+format: install
+	$(BIN)/ruff format backoffice tests bench config.py run.py
+	$(BIN)/ruff check --fix backoffice tests bench config.py run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache instance/backoffice.sqlite*
