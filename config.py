@@ -60,6 +60,14 @@ class Config:
     SESSION_ABSOLUTE_LIFETIME = timedelta(hours=_env_int("SESSION_ABSOLUTE_HOURS", 12))
     PERMANENT_SESSION_LIFETIME = SESSION_ABSOLUTE_LIFETIME
 
+    # Login throttling: per account (in the database) and per address (Flask-Limiter)
+    LOGIN_MAX_FAILURES = 5
+    LOGIN_FAILURE_WINDOW_MINUTES = 15
+    LOGIN_LOCKOUT_MINUTES = 15
+    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "30 per 15 minutes")
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    RATELIMIT_HEADERS_ENABLED = False
+
     # CSRF: one scheme for the whole app (Flask-WTF), Flask-Admin forms included.
     WTF_CSRF_ENABLED = True
     WTF_CSRF_TIME_LIMIT = None  # tied to the session instead, which has its own lifetime
@@ -76,6 +84,7 @@ class Config:
     DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "clinic-demo-2026")
 
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    HSTS_ENABLED = False
 
     @classmethod
     def validate(cls) -> None:
@@ -99,6 +108,8 @@ class TestingConfig(Config):
     # Cheap hashes keep the suite fast; production uses the argon2 library's defaults.
     ARGON2_TIME_COST = 1
     ARGON2_MEMORY_COST = 8 * 1024
+    # The suite logs in hundreds of times from one address; tests of the limit lower it.
+    LOGIN_RATE_LIMIT = "10000 per minute"
     SERVER_NAME = None
 
 
@@ -109,6 +120,10 @@ class ProductionConfig(Config):
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = True
     PREFERRED_URL_SCHEME = "https"
+    HSTS_ENABLED = _env_bool("HSTS_ENABLED", True)
+    SESSION_COOKIE_NAME = (
+        "__Host-session" if _env_bool("SESSION_COOKIE_SECURE", True) else "session"
+    )
 
     @classmethod
     def validate(cls) -> None:

@@ -15,7 +15,9 @@ from config import Config, get_config
 def create_app(config: str | type[Config] | dict[str, Any] | None = None) -> Flask:
     """Build an app. ``config`` is a config name, a Config class, or a dict of overrides
     applied on top of the environment's config (as in Flask's tutorial ``test_config``)."""
-    app = Flask(__name__, instance_relative_config=True)
+    from backoffice.security import SafeLoggingFlask
+
+    app = SafeLoggingFlask(__name__, instance_relative_config=True)
     overrides: dict[str, Any] = {}
     if isinstance(config, dict):
         overrides = config
@@ -54,7 +56,7 @@ def configure_logging(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from backoffice.auth import init_login
-    from backoffice.extensions import babel, csrf, db, migrate
+    from backoffice.extensions import babel, csrf, db, limiter, migrate
     from backoffice.locale import select_locale, select_timezone
     from backoffice.models import register_integrity_guards
     from backoffice.security import register_security
@@ -68,6 +70,7 @@ def register_extensions(app: Flask) -> None:
         compare_type=True,
     )
     csrf.init_app(app)
+    limiter.init_app(app)
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
     init_login(app)
     register_security(app)
@@ -130,6 +133,7 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(404, lambda e: _page(404, "errors/404.html"))
     app.register_error_handler(405, lambda e: _page(405, "errors/405.html"))
     app.register_error_handler(413, lambda e: _page(413, "errors/413.html"))
+    app.register_error_handler(429, lambda e: _page(429, "errors/429.html"))
 
     @app.errorhandler(500)
     def _internal(e: Any) -> Any:

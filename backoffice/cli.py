@@ -58,6 +58,15 @@ def _read_password(env_var: str, prompt: bool) -> str:
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
+def _get_user(email: str):  # noqa: ANN202
+    from backoffice.models import User
+
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise click.ClickException(f"No user with email {email}.")
+    return user
+
+
 @users_cli.command("create")
 @click.argument("email")
 @click.option(
@@ -78,27 +87,69 @@ def _read_password(env_var: str, prompt: bool) -> str:
 def users_create(
     email: str, roles: tuple[str, ...], display_name: str | None, password_env: str
 ) -> None:
-    """Create a user with one or more roles."""
-    from backoffice.models import User
-    from backoffice.services.seed import ensure_roles
-    from backoffice.services.users import UserError, validate_new_password
+    """Create a user with one or more roles (password prompted, or read from --password-env)."""
+    from backoffice.auth.events import security_event
+    from backoffice.services.users import create_user
 
-    role_rows = ensure_roles()
-    try:
-        user = User(email=email, display_name=display_name or email.split("@")[0])
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    if db.session.scalar(select(User.id).where(User.email == user.email)):
-        raise click.ClickException(f"A user with email {user.email} already exists.")
     password = _read_password(password_env, prompt=True)
     try:
-        validate_new_password(password, user_inputs=(user.email, user.display_name))
-    except UserError as exc:
+        user = create_user(email, display_name or email.split("@")[0], roles, password)
+    except ValueError as exc:  # UserError and RuleError (e.g. a malformed email)
         raise click.ClickException(str(exc)) from None
-    from backoffice.models import RoleName
-
-    user.roles = [role_rows[RoleName(r.upper())] for r in roles]
-    user.set_password(password)
-    db.session.add(user)
     db.session.commit()
-    click.echo(f"Created user {user.email} with roles {', '.join(r.upper() for r in roles)}.")
+    security_event("user_created", user.id, by="command")
+    names = ", ".join(sorted(r.name.value for r in user.roles))
+    click.echo(f"Created user {user.email} with roles {names}.")
+
+
+@users_cli.command("set-password")
+@click.argument("email")
+@click.option("--password-env", default="BACKOFFICE_PASSWORD", show_default=True)
+def users_set_password(email: str, password_env: str) -> None:
+    """Set a new password; the user's open sessions end at their next request."""
+    from backoffice.auth.events import security_event
+    from backoffice.services.users import set_password
+
+    user = _get_user(email)
+    password = _read_password(password_env, prompt=True)
+    try:
+        set_password(user, password)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    security_event("password_changed", user.id, by="command")
+    click.echo(f"Password changed for {user.email}; their open sessions have ended.")
+
+
+@users_cli.command("deactivate")
+@click.argument("email")
+def users_deactivate(email: str) -> None:
+    """Deactivate a user; their open sessions end at their next request."""
+    from backoffice.auth.events import security_event
+    from backoffice.services.users import set_active
+
+    user = _get_user(email)
+    try:
+        set_active(user, False)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    security_event("user_deactivated", user.id, by="command")
+    click.echo(f"Deactivated {user.email}.")
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    """List users with their roles and status (never their password hashes)."""
+    from backoffice.models import User
+
+    users = db.session.scalars(select(User).order_by(User.email)).all()
+    if not users:
+        click.echo("No users.")
+        return
+    width = max(len(u.email) for u in users)
+    for u in users:
+        roles = ",".join(sorted(r.name.value for r in u.roles)) or "-"
+        status = "active" if u.active else "inactive"
+        last = u.last_login_at.isoformat(timespec="minutes") if u.last_login_at else "never"
+        click.echo(f"{u.email:<{width}}  {status:<8}  {roles:<30}  last login {last}")

@@ -1,6 +1,7 @@
 """Extension objects, created unbound and attached to an app in ``create_app``."""
 
 from flask_babel import Babel
+from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -30,3 +31,14 @@ migrate = Migrate()
 login_manager = LoginManager()
 babel = Babel()
 csrf = CSRFProtect()
+
+
+def _client_address() -> str:
+    from flask import request
+
+    return request.remote_addr or "unknown"
+
+
+# Per-address limits; storage from RATELIMIT_STORAGE_URI (memory:// by default, Redis in
+# production so that the limit is shared by every worker).
+limiter = Limiter(key_func=_client_address, default_limits=[])

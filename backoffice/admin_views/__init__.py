@@ -11,8 +11,10 @@ from backoffice.admin_views.dashboard import DashboardView
 from backoffice.admin_views.doctor import DoctorView
 from backoffice.admin_views.patient import PatientView
 from backoffice.admin_views.study import StudyView
+from backoffice.admin_views.user import UserView
 from backoffice.extensions import db
 from backoffice.i18n import _l
+from backoffice.models import Clinic, Doctor, Patient, Study, User
 from backoffice.security import csp_nonce
 
 
@@ -25,24 +27,13 @@ def init_admin(app: Flask) -> Admin:
         csp_nonce_generator=csp_nonce,
     )
     records = _l("Records")
+    admin.add_view(ClinicView(Clinic, db, name=_l("Clinics"), category=records, endpoint="clinic"))
+    admin.add_view(DoctorView(Doctor, db, name=_l("Doctors"), category=records, endpoint="doctor"))
     admin.add_view(
-        ClinicView(_model("Clinic"), db, name=_l("Clinics"), category=records, endpoint="clinic")
+        PatientView(Patient, db, name=_l("Patients"), category=records, endpoint="patient")
     )
+    admin.add_view(StudyView(Study, db, name=_l("Studies"), category=records, endpoint="study"))
     admin.add_view(
-        DoctorView(_model("Doctor"), db, name=_l("Doctors"), category=records, endpoint="doctor")
-    )
-    admin.add_view(
-        PatientView(
-            _model("Patient"), db, name=_l("Patients"), category=records, endpoint="patient"
-        )
-    )
-    admin.add_view(
-        StudyView(_model("Study"), db, name=_l("Studies"), category=records, endpoint="study")
+        UserView(User, db, name=_l("Users"), category=_l("Administration"), endpoint="user")
     )
     return admin
-
-
-def _model(name: str) -> type:
-    from backoffice import models
-
-    return getattr(models, name)

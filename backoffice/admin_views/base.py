@@ -30,6 +30,7 @@ from wtforms import validators as wtf_validators
 from backoffice.auth.permissions import Perm, can
 from backoffice.i18n import _
 from backoffice.models import DeletionRefused, LabeledEnum
+from backoffice.services.users import UserError
 from backoffice.validation import RuleError
 
 log = logging.getLogger("backoffice.admin")
@@ -48,7 +49,15 @@ MODEL_ENDPOINT_PERMISSIONS: dict[str, Perm | tuple[Perm, ...]] = {
 
 
 class SecureForm(FlaskForm):
-    """Base of every admin form: Flask-WTF's CSRF token, the same scheme as the rest of the app."""
+    """Base of every admin form: Flask-WTF's CSRF token, the same scheme as the rest of the app.
+
+    Like Flask-Admin's own ``BaseForm`` it remembers the edited object in ``_obj``: the
+    ``Unique`` validator needs it to tell "this record" from "another record" on edit.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._obj = kwargs.get("obj", args[1] if len(args) > 1 else None)
+        super().__init__(*args, **kwargs)
 
 
 def login_redirect() -> Any:
@@ -161,7 +170,7 @@ class SecuredModelView(SecuredViewMixin, ModelView):
         if isinstance(exc, DeletionRefused):
             flash(exc.message, "error")
             return True
-        if isinstance(exc, RuleError):
+        if isinstance(exc, RuleError | UserError):
             flash(str(exc), "error")
             return True
         if isinstance(exc, StaleDataError):

@@ -1,7 +1,14 @@
-"""Login and logout pages, and how a session cookie is turned back into a user."""
+"""Login and logout, and how a session cookie is turned back into a user.
+
+A session is tied to the user's ``session_token``: logout, a password change or deactivation
+rotate it, and every cookie carrying the old one (a copy included) stops working. Idle and
+absolute lifetimes are checked on the server from timestamps inside the signed session.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -17,14 +24,18 @@ from flask import (
 )
 from flask_login import current_user, login_required, login_user, logout_user
 
+from backoffice.auth.events import security_event
 from backoffice.auth.forms import LoginForm
 from backoffice.auth.passwords import burn_verify_time
-from backoffice.extensions import db, login_manager
+from backoffice.auth.throttle import is_locked, record_failure, record_success
+from backoffice.extensions import db, limiter, login_manager
 from backoffice.i18n import _, _l
 from backoffice.models import User
 from backoffice.models.user import touch_last_login
 
 bp = Blueprint("auth", __name__)
+
+LOGIN_FAILED_MESSAGE = _l("Invalid email or password.")
 
 
 def is_safe_next(target: str | None) -> bool:
@@ -32,7 +43,13 @@ def is_safe_next(target: str | None) -> bool:
     if not target:
         return False
     parts = urlsplit(target)
-    return not parts.scheme and not parts.netloc and target.startswith("/") and "\\" not in target
+    return (
+        not parts.scheme
+        and not parts.netloc
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+    )
 
 
 def init_login(app: Flask) -> None:
@@ -54,9 +71,41 @@ def init_login(app: Flask) -> None:
             return None
         return user
 
+    app.before_request(enforce_session_lifetime)
+
+
+def enforce_session_lifetime() -> Any:
+    """End sessions idle for too long or older than the absolute lifetime."""
+    if "_user_id" not in session:
+        return None
+    now = int(time.time())
+    idle = current_app.config["SESSION_IDLE_TIMEOUT"].total_seconds()
+    absolute = current_app.config["SESSION_ABSOLUTE_LIFETIME"].total_seconds()
+    started = session.get("login_at", 0)
+    seen = session.get("seen_at", 0)
+    if now - started > absolute or now - seen > idle:
+        security_event("session_expired", _user_id_from_session())
+        logout_user()
+        session.clear()
+        flash(_("Your session has ended. Please log in again."), "info")
+        return None
+    if now - seen >= 30:  # avoid rewriting the cookie on every request
+        session["seen_at"] = now
+    return None
+
+
+def _user_id_from_session() -> int | None:
+    raw = str(session.get("_user_id", "")).partition(":")[0]
+    return int(raw) if raw.isdigit() else None
+
+
+def _login_rate_limit() -> str:
+    return current_app.config.get("LOGIN_RATE_LIMIT", "30 per 15 minutes")
+
 
 @bp.route("/login", methods=["GET", "POST"])
-def login():
+@limiter.limit(_login_rate_limit, methods=["POST"])
+def login() -> Any:
     if current_user.is_authenticated:
         return redirect(url_for("admin.index"))
     form = LoginForm()
@@ -64,31 +113,47 @@ def login():
         form.next.data = request.args.get("next", "")
     if form.validate_on_submit():
         email = (form.email.data or "").strip().lower()
-        user = db.session.execute(db.select(User).where(User.email == email)).scalar_one_or_none()
+        password = form.password.data or ""
+        user = db.session.execute(select_user(email)).scalar_one_or_none()
         if user is None:
-            burn_verify_time(form.password.data or "")
-            ok = False
+            burn_verify_time(password)  # same time as a real check
+            security_event("login_failed", None, reason="unknown_account")
+        elif is_locked(user):
+            burn_verify_time(password)
+            security_event("login_refused_locked", user.id)
+        elif not user.check_password(password) or not user.active:
+            locked = record_failure(user)
+            security_event("login_failed", user.id, reason="bad_password_or_inactive")
+            if locked:
+                security_event("account_locked", user.id)
         else:
-            ok = user.check_password(form.password.data or "") and user.active
-        if ok:
-            session.clear()  # nothing from before the login is carried over
+            session.clear()  # a new session: nothing from before the login is carried over
+            record_success(user)
             touch_last_login(user)
             db.session.commit()
             login_user(user)
-            current_app.logger.info("login user_id=%s addr=%s", user.id, request.remote_addr)
+            session.permanent = True
+            now = int(time.time())
+            session["login_at"] = now
+            session["seen_at"] = now
+            security_event("login", user.id)
             target = form.next.data
             return redirect(target if is_safe_next(target) else url_for("admin.index"))
-        current_app.logger.info("failed login addr=%s", request.remote_addr)
-        flash(_("Invalid email or password."), "error")
+        flash(str(LOGIN_FAILED_MESSAGE), "error")
     return render_template("auth/login.html", form=form)
+
+
+def select_user(email: str) -> Any:
+    return db.select(User).where(User.email == email)
 
 
 @bp.route("/logout", methods=["POST"])
 @login_required
-def logout():
+def logout() -> Any:
     user = current_user._get_current_object()
-    user.rotate_session_token()
+    user.rotate_session_token()  # a copy of this session's cookie is now worthless
     db.session.commit()
+    security_event("logout", user.id)
     logout_user()
     session.clear()
     flash(_("You have been logged out."), "info")

@@ -75,6 +75,12 @@ class User(UserMixin, TimestampMixin, db.Model):
         String(64), nullable=False, default=new_session_token
     )
 
+    # Login throttling lives in the database so that it holds across server processes.
+    failed_login_count: Mapped[int] = mapped_column(nullable=False, default=0)
+    failed_login_window_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locale: Mapped[str | None] = mapped_column(String(8))
+
     roles: Mapped[list[Role]] = relationship(secondary=user_roles, lazy="selectin")
 
     @validates("email")

@@ -1,19 +1,42 @@
-"""User rules: password policy and the safeguards around admins."""
+"""User management rules, shared by the Users admin view and the ``users`` commands.
+
+Passwords: at least 12 characters, up to 256 (never truncated: Argon2 hashes the whole string),
+no composition rules (NIST SP 800-63B), refused when found in a list of common passwords.
+The last active admin can neither be deactivated nor lose the admin role.
+"""
 
 from __future__ import annotations
 
+import gzip
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from backoffice.extensions import db
 from backoffice.i18n import _
+from backoffice.models import Role, RoleName, User
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 256
+COMMON_PASSWORDS_FILE = (
+    Path(__file__).resolve().parent.parent / "auth" / "data" / ("common-passwords.txt.gz")
+)
 
 
 class UserError(ValueError):
     """A user-management rule was broken; the message says which."""
 
 
-def validate_new_password(password: str, user_inputs: tuple[str, ...] = ()) -> str:
-    """At least 12 characters, at most 256 (never truncated), no composition rules."""
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    with gzip.open(COMMON_PASSWORDS_FILE, "rt", encoding="utf-8") as fh:
+        return frozenset(line.strip().lower() for line in fh if line.strip())
+
+
+def validate_new_password(password: str, user_inputs: Iterable[str | None] = ()) -> str:
+    """Return the password unchanged if it may be used, else raise UserError saying why."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(
             _("The password must have at least %(n)d characters.", n=MIN_PASSWORD_LENGTH)
@@ -22,8 +45,86 @@ def validate_new_password(password: str, user_inputs: tuple[str, ...] = ()) -> s
         raise UserError(
             _("The password must have at most %(n)d characters.", n=MAX_PASSWORD_LENGTH)
         )
-    lowered = password.lower()
+    lowered = password.strip().lower()
+    if lowered in common_passwords():
+        raise UserError(_("This password is too common: choose another one."))
     for value in user_inputs:
-        if value and len(value) >= 4 and lowered == value.lower():
+        if value and len(value) >= 4 and lowered == value.strip().lower():
             raise UserError(_("The password must not be your email or name."))
     return password
+
+
+def roles_by_name() -> dict[RoleName, Role]:
+    return {r.name: r for r in db.session.scalars(select(Role))}
+
+
+def active_admin_count(excluding: User | None = None) -> int:
+    query = (
+        select(func.count(func.distinct(User.id)))
+        .join(User.roles)
+        .where(User.active.is_(True), Role.name == RoleName.ADMIN)
+    )
+    if excluding is not None and excluding.id is not None:
+        query = query.where(User.id != excluding.id)
+    return db.session.scalar(query) or 0
+
+
+def check_admin_remains(user: User, *, will_be_active: bool, will_be_admin: bool) -> None:
+    """Refuse a change that would leave no active admin."""
+    if will_be_active and will_be_admin:
+        return
+    with db.session.no_autoflush:
+        if user.id is not None and active_admin_count(excluding=user) == 0:
+            was_admin_and_active = db.session.scalar(
+                select(func.count())
+                .select_from(User)
+                .join(User.roles)
+                .where(User.id == user.id, User.active.is_(True), Role.name == RoleName.ADMIN)
+            )
+            if was_admin_and_active:
+                raise UserError(
+                    _(
+                        "%(email)s is the last active administrator: give another user the "
+                        "admin role before deactivating this one or removing their admin role.",
+                        email=user.email,
+                    )
+                )
+
+
+def create_user(
+    email: str, display_name: str, roles: Iterable[RoleName | str], password: str
+) -> User:
+    """Create a user (flushed, not committed)."""
+    user = User(email=email, display_name=display_name.strip() or email.split("@")[0])
+    if db.session.scalar(select(User.id).where(User.email == user.email)):
+        raise UserError(_("A user with this email already exists."))
+    validate_new_password(password, (user.email, user.display_name))
+    rows = roles_by_name()
+    user.roles = [rows[RoleName(str(r).upper())] for r in roles]
+    user.set_password(password)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def set_password(user: User, password: str) -> None:
+    """Change the password; every other session of the user ends at its next request."""
+    validate_new_password(password, (user.email, user.display_name))
+    user.set_password(password)
+    user.failed_login_count = 0
+    user.locked_until = None
+
+
+def set_active(user: User, active: bool) -> None:
+    """Deactivate or reactivate; a deactivated user's sessions end at their next request."""
+    check_admin_remains(user, will_be_active=active, will_be_admin=user.has_role(RoleName.ADMIN))
+    user.active = active
+    if not active:
+        user.rotate_session_token()
+
+
+def set_roles(user: User, roles: Iterable[Role]) -> None:
+    roles = list(roles)
+    will_be_admin = any(RoleName(r.name) == RoleName.ADMIN for r in roles)
+    check_admin_remains(user, will_be_active=bool(user.active), will_be_admin=will_be_admin)
+    user.roles = roles
