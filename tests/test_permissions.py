@@ -1,0 +1,331 @@
+"""The role matrix, enforced on the server for every endpoint, role and HTTP method.
+
+``EXPECTED`` is the whole table. ``test_every_endpoint_is_in_the_matrix`` fails as soon as the app
+grows an endpoint that is not listed here, so a new page cannot ship without a declared rule.
+CSRF stays on: every POST carries a real token taken from a rendered page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+
+import pytest
+from sqlalchemy import select, text
+
+from backoffice.extensions import db
+from backoffice.models import RoleName
+from tests.conftest import csrf_token_from, make_user
+from tests.factories import make_clinic, make_doctor, make_patient, make_study
+
+ADMIN, MANAGER, OPERATOR, SUPPORT = "ADMIN", "MANAGER", "OPERATOR", "SUPPORT"
+EVERYONE = frozenset({ADMIN, MANAGER, OPERATOR, SUPPORT})
+NOBODY: frozenset[str] = frozenset()
+ADMIN_ONLY = frozenset({ADMIN})
+CREATORS = frozenset({ADMIN, OPERATOR})
+EDITORS = frozenset({ADMIN, OPERATOR, SUPPORT})
+EXPORTERS = frozenset({ADMIN, MANAGER})
+LOOKUP = CREATORS | EDITORS  # ajax look-ups serve the create and edit forms
+
+# Who may use each (endpoint, method): the issue's permission matrix.
+RECORD_VIEWS = ("clinic", "doctor", "patient", "study")
+EXPECTED: dict[tuple[str, str], frozenset[str]] = {("admin.index", "GET"): EVERYONE}
+for _v in RECORD_VIEWS:
+    EXPECTED.update(
+        {
+            (f"{_v}.index_view", "GET"): EVERYONE,
+            (f"{_v}.details_view", "GET"): EVERYONE,
+            (f"{_v}.create_view", "GET"): CREATORS,
+            (f"{_v}.create_view", "POST"): CREATORS,
+            (f"{_v}.edit_view", "GET"): EDITORS,
+            (f"{_v}.edit_view", "POST"): EDITORS,
+            (f"{_v}.delete_view", "POST"): ADMIN_ONLY,
+            (f"{_v}.action_view", "POST"): ADMIN_ONLY,
+            (f"{_v}.ajax_lookup", "GET"): LOOKUP,
+            (f"{_v}.ajax_update", "POST"): EDITORS,
+            (f"{_v}.export", "GET"): EXPORTERS,
+        }
+    )
+for _m in ("index_view", "details_view", "create_view", "edit_view", "ajax_lookup", "export"):
+    EXPECTED[(f"user.{_m}", "GET")] = ADMIN_ONLY
+for _m in ("create_view", "edit_view", "delete_view", "action_view", "ajax_update"):
+    EXPECTED[(f"user.{_m}", "POST")] = ADMIN_ONLY
+
+# Endpoints outside the role matrix, with the reason they are open.
+PUBLIC = {
+    ("auth.login", "GET"): "the login page",
+    ("auth.login", "POST"): "the login form",
+    ("auth.logout", "POST"): "any logged-in user may log out",
+    ("root", "GET"): "redirects to the dashboard",
+    ("healthz", "GET"): "says only that the app and database are up",
+    ("static", "GET"): "CSS and JavaScript",
+    ("admin.static", "GET"): "Flask-Admin's CSS and JavaScript",
+}
+
+
+def app_endpoints(app) -> set[tuple[str, str]]:
+    found = set()
+    for rule in app.url_map.iter_rules():
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            found.add((rule.endpoint, method))
+    return found
+
+
+def test_every_endpoint_is_in_the_matrix(app):
+    missing = app_endpoints(app) - set(EXPECTED) - set(PUBLIC)
+    assert not missing, f"endpoints without a declared rule: {sorted(missing)}"
+    stale = (set(EXPECTED) | set(PUBLIC)) - app_endpoints(app)
+    assert not stale, f"rules for endpoints that no longer exist: {sorted(stale)}"
+
+
+@dataclass
+class World:
+    clinic_id: int
+    doctor_id: int
+    patient_id: int
+    study_id: int
+    user_id: int
+
+
+@pytest.fixture
+def world() -> World:
+    clinic = make_clinic("Matrix Clinic", city="Puebla")
+    doctor = make_doctor("Marta", "Matrix", clinic=clinic, phones=["55 1111 2222"])
+    patient = make_patient("Pablo", "Matrix", mrn="MX-1", email="pablo@matrix.example.com")
+    study = make_study(patient=patient)
+    target = make_user("target@matrix.example.com", RoleName.SUPPORT)
+    db.session.commit()
+    return World(clinic.id, doctor.id, patient.id, study.id, target.id)
+
+
+def _record_id(view: str, w: World) -> int:
+    return {
+        "clinic": w.clinic_id,
+        "doctor": w.doctor_id,
+        "patient": w.patient_id,
+        "study": w.study_id,
+        "user": w.user_id,
+    }[view]
+
+
+def _create_data(view: str, w: World) -> dict:
+    return {
+        "clinic": {"name": "Created Clinic"},
+        "doctor": {
+            "first_name": "New",
+            "last_name": "Doctor",
+            "email": "new.doctor@matrix.example.com",
+            "specialty": "RADIOLOGY",
+            "clinic": str(w.clinic_id),
+            "active": "y",
+        },
+        "patient": {"first_name": "New", "last_name": "Patient", "birth_date": "1980-01-01"},
+        "study": {
+            "patient": str(w.patient_id),
+            "study_date": date.today().isoformat(),
+            "urgency": "LOW",
+            "study_type": "XRAY",
+            "body_part": "HAND",
+        },
+        "user": {
+            "email": "created@matrix.example.com",
+            "display_name": "Created",
+            "roles": "3",
+            "active": "y",
+            "new_password": "a long enough passphrase",
+        },
+    }[view]
+
+
+def _edit_data(view: str, w: World) -> dict:
+    data = {
+        "clinic": {"name": "Matrix Clinic Renamed", "city": "Puebla"},
+        "doctor": {
+            "first_name": "Marta",
+            "last_name": "Edited",
+            "email": "marta@matrix.example.com",
+            "specialty": "ONCOLOGY",
+            "clinic": str(w.clinic_id),
+            "active": "y",
+        },
+        "patient": {
+            "mrn": "MX-1",
+            "first_name": "Pablo",
+            "last_name": "Edited",
+            "birth_date": "1970-01-01",
+            "email": "pablo@matrix.example.com",
+        },
+        "study": {
+            "patient": str(w.patient_id),
+            "study_date": "2026-01-02",
+            "urgency": "HIGH",
+            "study_type": "CT",
+            "body_part": "HEAD",
+        },
+        "user": {
+            "email": "target@matrix.example.com",
+            "display_name": "Target Edited",
+            "roles": "4",
+            "active": "y",
+        },
+    }[view]
+    return data
+
+
+def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | None]:
+    """URL and form data for one endpoint, pointing at records that exist."""
+    if endpoint == "admin.index":
+        return "/admin/", None
+    view, name = endpoint.split(".")
+    base = f"/admin/{view}/"
+    rid = _record_id(view, w)
+    if name == "index_view":
+        return base, None
+    if name == "details_view":
+        return f"{base}details/?id={rid}", None
+    if name == "create_view":
+        return f"{base}new/", (_create_data(view, w) if method == "POST" else None)
+    if name == "edit_view":
+        return f"{base}edit/?id={rid}", (_edit_data(view, w) if method == "POST" else None)
+    if name == "delete_view":
+        return f"{base}delete/", {"id": str(rid)}
+    if name == "action_view":
+        return f"{base}action/", {"action": "delete", "rowid": str(rid)}
+    if name == "ajax_lookup":
+        field = {"clinic": "x", "doctor": "clinic", "patient": "clinic", "study": "patient"}
+        return f"{base}ajax/lookup/?name={field.get(view, 'x')}&query=Ma", None
+    if name == "ajax_update":
+        return f"{base}ajax/update/", {"list_form_pk": str(rid), "name": "Changed"}
+    if name == "export":
+        return f"{base}export/csv/", None
+    raise AssertionError(f"no request recipe for {endpoint}")
+
+
+def snapshot() -> str:
+    """A digest of every row of every table: equal digests mean nothing changed."""
+    conn = db.session.connection()
+    digest = hashlib.sha256()
+    for table in sorted(db.metadata.sorted_tables, key=lambda t: t.name):
+        order = [c for c in table.primary_key.columns] or list(table.columns)
+        for row in conn.execute(select(table).order_by(*order)):
+            digest.update(repr((table.name, tuple(row))).encode())
+    return digest.hexdigest()
+
+
+ROLES = ("ADMIN", "MANAGER", "OPERATOR", "SUPPORT", "NO_ROLE", "ANONYMOUS")
+CASES = sorted(EXPECTED)
+
+
+def _login(client, role: str) -> None:
+    roles = () if role == "NO_ROLE" else (RoleName(role),)
+    email = f"{role.lower()}@matrix.example.com"
+    make_user(email, *roles)
+    page = client.get("/login")
+    token = csrf_token_from(page.get_data(as_text=True))
+    from tests.conftest import PASSWORD
+
+    response = client.post(
+        "/login", data={"email": email, "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code == 302
+
+
+def _token(client) -> str:
+    # Every logged-in page carries the logout form and its token; the login page does for
+    # anonymous visitors.
+    for url in ("/admin/", "/login"):
+        response = client.get(url)
+        html = response.get_data(as_text=True)
+        if 'name="csrf_token"' in html:
+            return csrf_token_from(html)
+    raise AssertionError("no page with a CSRF token")
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("endpoint", "method"), CASES, ids=[f"{e}-{m}" for e, m in CASES])
+def test_role_matrix(client, world, endpoint: str, method: str, role: str):
+    allowed = EXPECTED[(endpoint, method)]
+    if role != "ANONYMOUS":
+        _login(client, role)
+    url, data = build_request(endpoint, method, world)
+    db.session.expire_all()
+    before = snapshot()
+    if method == "POST":
+        payload = dict(data or {})
+        payload["csrf_token"] = _token(client)
+        response = client.post(url, data=payload)
+    else:
+        response = client.get(url)
+    db.session.expire_all()
+    after = snapshot()
+
+    if role == "ANONYMOUS":
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("/login?next=")
+        assert after == before
+    elif role == "NO_ROLE":
+        assert response.status_code == 403
+        assert "no role" in response.get_data(as_text=True).lower()
+        assert after == before
+    elif role in allowed:
+        assert response.status_code not in (401, 403), response.status_code
+        assert not response.headers.get("Location", "").startswith("/login")
+    else:
+        assert response.status_code == 403
+        assert "Access denied" in response.get_data(as_text=True)
+        assert after == before
+
+
+@pytest.mark.parametrize("view", RECORD_VIEWS)
+def test_allowed_writes_really_happen(client, world, view):
+    """The matrix test proves refusals; this proves an allowed create actually writes."""
+    _login(client, "OPERATOR")
+    url, data = build_request(f"{view}.create_view", "POST", world)
+    data = dict(data or {}, csrf_token=_token(client))
+    before = snapshot()
+    response = client.post(url, data=data)
+    assert response.status_code == 302, response.get_data(as_text=True)[:2000]
+    db.session.expire_all()
+    assert snapshot() != before
+
+
+def test_several_roles_get_the_union(client, world):
+    make_user("both@matrix.example.com", RoleName.MANAGER, RoleName.SUPPORT)
+    page = client.get("/login")
+    from tests.conftest import PASSWORD
+
+    client.post(
+        "/login",
+        data={
+            "email": "both@matrix.example.com",
+            "password": PASSWORD,
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+        },
+    )
+    assert client.get(f"/admin/patient/edit/?id={world.patient_id}").status_code == 200  # support
+    assert client.get("/admin/patient/export/csv/").status_code != 403  # manager
+    assert client.get("/admin/patient/new/").status_code == 403  # neither
+    assert client.get("/admin/user/").status_code == 403
+
+
+def test_menu_and_buttons_follow_the_role(client, world):
+    _login(client, "MANAGER")
+    html = client.get("/admin/patient/").get_data(as_text=True)
+    assert "/admin/patient/new/" not in html
+    assert "/admin/patient/edit/" not in html
+    assert "/admin/patient/delete/" not in html
+    assert "/admin/user/" not in client.get("/admin/").get_data(as_text=True)
+
+
+def test_delete_by_get_is_refused(client, world):
+    _login(client, "ADMIN")
+    response = client.get(f"/admin/clinic/delete/?id={world.clinic_id}")
+    assert response.status_code == 405
+    db.session.expire_all()
+    assert (
+        db.session.execute(
+            text("SELECT count(*) FROM clinic WHERE id = :i"), {"i": world.clinic_id}
+        ).scalar()
+        == 1
+    )
