@@ -42,3 +42,9 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache instance/backoffice.sqlite*
+
+# The deployment files (Dockerfile, docker-compose.yml, gunicorn.conf.py) checked without Docker:
+# the compose web command against a fresh PostgreSQL database on 127.0.0.1 (see the script).
+.PHONY: check-deploy
+check-deploy: install
+	bash scripts/check_deploy.sh
