@@ -37,6 +37,12 @@ def blank_to_none(value: object) -> object:
     return value
 
 
+def normalize_name(value: object) -> object:
+    """Trim and collapse inner runs of spaces (``"  Clínica   Roma "`` -> ``"Clínica Roma"``)."""
+    value = blank_to_none(value)
+    return " ".join(value.split()) if isinstance(value, str) else value
+
+
 def phone_region() -> str:
     if has_app_context():
         return current_app.config.get("PHONE_DEFAULT_REGION", DEFAULT_PHONE_REGION)

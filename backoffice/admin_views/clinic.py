@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask_admin.contrib.sqla.filters import DateTimeBetweenFilter, FilterLike
+from wtforms.validators import DataRequired
 
 from backoffice.admin_views.base import SecuredModelView
 from backoffice.admin_views.formatters import bullet_list, record_link
 from backoffice.i18n import _l
 from backoffice.models import Clinic
-from backoffice.validation import normalize_phone
+from backoffice.validation import normalize_name, normalize_phone
 
 
 def _doctors(view: Any, context: Any, model: Clinic, name: str) -> Any:
@@ -45,4 +46,10 @@ class ClinicView(SecuredModelView):
     }
     column_formatters_detail = {"doctors": _doctors}
     form_columns = ("name", "address", "city", "phone")
-    form_args = {"phone": {"filters": [normalize_phone]}}
+    # The form applies the model's own rules first, so "unique" and "required" are checked on the
+    # value that would be stored ("  Roma  Norte " is a duplicate of "Roma Norte", "   " is empty)
+    # and reported next to the field instead of failing in the database.
+    form_args = {
+        "name": {"filters": [normalize_name], "validators": [DataRequired()]},
+        "phone": {"filters": [normalize_phone]},
+    }

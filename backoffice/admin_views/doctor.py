@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from flask_admin.contrib.sqla import tools
 from flask_admin.contrib.sqla.filters import BooleanEqualFilter, EnumEqualFilter, FilterLike
 from flask_admin.model.form import InlineFormAdmin
+from sqlalchemy import Unicode, cast, or_
+from wtforms.validators import DataRequired
 
 from backoffice.admin_views.base import SecuredModelView
 from backoffice.admin_views.formatters import bullet_list, relation_link
+from backoffice.extensions import db
 from backoffice.i18n import _, _l
 from backoffice.models import Clinic, Doctor, DoctorPhone, Specialty
-from backoffice.validation import normalize_email, normalize_phone
+from backoffice.validation import RuleError, blank_to_none, normalize_email, normalize_phone
+
+_PHONE_LIKE = re.compile(r"^[\d\s()+.\-]*\d[\d\s()+.\-]*$")
 
 
 class PhoneInlineForm(InlineFormAdmin):
@@ -21,6 +28,7 @@ class PhoneInlineForm(InlineFormAdmin):
     form_args = {
         "number": {
             "filters": [normalize_phone],
+            "validators": [DataRequired()],
             "description": _l("With or without country code, e.g. +52 55 1234 5678"),
         }
     }
@@ -95,11 +103,81 @@ class DoctorView(SecuredModelView):
         "active",
         "phones",
     )
-    form_args = {"email": {"filters": [normalize_email]}}
+    # Filters apply the model's rules before the form's "required" and "unique" checks run, so
+    # "   " is reported as missing and a duplicate written differently is caught next to its field.
+    form_args = {
+        "first_name": {"filters": [blank_to_none], "validators": [DataRequired()]},
+        "last_name": {"filters": [blank_to_none], "validators": [DataRequired()]},
+        "email": {"filters": [normalize_email], "validators": [DataRequired()]},
+        "licence_number": {"filters": [blank_to_none]},
+    }
     form_ajax_refs = {
         "clinic": {"fields": ("name", "city"), "order_by": "name", "page_size": 20},
     }
     inline_models = (PhoneInlineForm(DoctorPhone),)
+
+    def init_search(self) -> bool:
+        supported = super().init_search()
+        # Phone numbers are searched through EXISTS (see _apply_search), not through a join: a
+        # join repeats a doctor once per matching phone, which inflates the count and leaves
+        # pages short.
+        self._search_fields = [
+            (column, path)
+            for column, path in self._search_fields or []
+            if column.table is not DoctorPhone.__table__
+        ]
+        return supported
+
+    def _apply_search(
+        self, query: Any, count_query: Any, joins: dict, count_joins: dict, search: str
+    ) -> tuple[Any, Any, dict, dict]:
+        """Every word must match a doctor column or one of the doctor's phones.
+
+        A search that is a whole phone number ("(55) 1234-5678") looks for its stored E.164
+        form; a word made of digits and phone punctuation matches phones by its digits.
+        """
+        try:
+            number = normalize_phone(search)
+        except RuleError:
+            number = None
+        terms = [number] if number else search.split(" ")
+        for term in terms:
+            if not term:
+                continue
+            like = tools.parse_like_term(term)
+            clauses = [cast(column, Unicode).ilike(like) for column, _path in self._search_fields]
+            if _PHONE_LIKE.match(term):
+                digits = re.sub(r"\D", "", term)
+                clauses.append(Doctor.phones.any(DoctorPhone.number.like(f"%{digits}%")))
+            query = query.filter(or_(*clauses))
+            if count_query is not None:
+                count_query = count_query.filter(or_(*clauses))
+        return query, count_query, joins, count_joins
+
+    def update_model(self, form: Any, model: Doctor) -> bool:
+        """Save, removing the phone rows marked for deletion first, in a flush of their own.
+
+        The unit of work writes inserts and updates before deletes: a number removed from one row
+        and typed into another in the same save would otherwise collide with itself.
+        """
+        phones = getattr(form, "phones", None)
+        removed_ids = {
+            str(entry.form.id.data)
+            for entry in (phones.entries if phones is not None else [])
+            if phones.should_delete(entry) and entry.form.id.data
+        }
+        if removed_ids:
+            try:
+                for phone in [p for p in model.phones if str(p.id) in removed_ids]:
+                    model.phones.remove(phone)  # delete-orphan: deleted by this flush
+                db.session.flush()
+            except Exception as exc:  # noqa: BLE001 - reported like any failed save
+                db.session.rollback()
+                if not self.handle_view_exception(exc):
+                    raise
+                return False
+            phones.entries = [e for e in phones.entries if not phones.should_delete(e)]
+        return super().update_model(form, model)
 
     def validate_form(self, form: Any) -> bool:
         """The same number twice on one doctor is an error on the repeated row."""

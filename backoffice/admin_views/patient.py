@@ -7,12 +7,13 @@ from typing import Any
 from flask import url_for
 from flask_admin.contrib.sqla.filters import DateBetweenFilter, FilterLike
 from markupsafe import Markup, escape
+from wtforms.validators import DataRequired
 
 from backoffice.admin_views.base import SecuredModelView
 from backoffice.admin_views.formatters import relation_link, urgency_badge
 from backoffice.i18n import _, _l
 from backoffice.models import Clinic, Doctor, Patient
-from backoffice.validation import check_birth_date, normalize_email
+from backoffice.validation import blank_to_none, check_birth_date, normalize_email
 
 
 def _studies(view: Any, context: Any, model: Patient, name: str) -> Markup:
@@ -129,7 +130,12 @@ class PatientView(SecuredModelView):
         "referring_doctor",
         "clinic",
     )
+    # Filters apply the model's rules before the form's "required" and "unique" checks run, so a
+    # duplicate written differently (" 1 ", "PEPE@...") is reported next to its field.
     form_args = {
+        "mrn": {"filters": [blank_to_none]},
+        "first_name": {"filters": [blank_to_none], "validators": [DataRequired()]},
+        "last_name": {"filters": [blank_to_none], "validators": [DataRequired()]},
         "email": {"filters": [normalize_email]},
         "birth_date": {"validators": [_birth_date_not_out_of_bounds]},
     }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from flask_admin.contrib.sqla.filters import DateBetweenFilter, EnumEqualFilter, FilterLike
+from wtforms.validators import DataRequired
 
 from backoffice.admin_views.base import SecuredModelView
 from backoffice.admin_views.formatters import relation_link, urgency_formatter
 from backoffice.i18n import _l
 from backoffice.models import Patient, Study, StudyType, Urgency
-from backoffice.validation import normalize_body_part
+from backoffice.validation import blank_to_none, normalize_body_part
 
 
 class StudyView(SecuredModelView):
@@ -88,8 +89,10 @@ class StudyView(SecuredModelView):
     form_args = {
         "body_part": {
             "filters": [normalize_body_part],
+            "validators": [DataRequired()],
             "description": _l("An upper-case code such as CHEST, NECK, STOMACH"),
-        }
+        },
+        "accession_number": {"filters": [blank_to_none]},
     }
     form_ajax_refs = {
         "patient": {

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
 from backoffice.models.base import TimestampMixin, VersionedMixin
-from backoffice.validation import blank_to_none
+from backoffice.validation import blank_to_none, normalize_name
 
 if TYPE_CHECKING:
     from backoffice.models.doctor import Doctor
@@ -34,8 +34,7 @@ class Clinic(TimestampMixin, VersionedMixin, db.Model):
 
     @validates("name")
     def _validate_name(self, key: str, value: str | None) -> str | None:
-        value = blank_to_none(value)
-        return " ".join(value.split()) if isinstance(value, str) else value
+        return normalize_name(value)
 
     @validates("address", "city")
     def _validate_text(self, key: str, value: str | None) -> str | None:
