@@ -75,6 +75,9 @@ def register_extensions(app: Flask) -> None:
     init_login(app)
     register_security(app)
     register_integrity_guards()
+    from backoffice.services.audit import register_audit_hooks
+
+    register_audit_hooks()
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             _tune_sqlite(db.engine)

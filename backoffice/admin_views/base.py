@@ -28,6 +28,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from wtforms import validators as wtf_validators
 
 from backoffice.auth.permissions import Perm, can
+from backoffice.extensions import db
 from backoffice.i18n import _
 from backoffice.models import DeletionRefused, LabeledEnum
 from backoffice.services.users import UserError
@@ -167,6 +168,9 @@ class SecuredModelView(SecuredViewMixin, ModelView):
 
     def handle_view_exception(self, exc: Exception) -> bool:
         """Show the user what went wrong in words, never the SQL, the values or a traceback."""
+        # Roll back first: building the message reads the user's locale, which needs a usable
+        # session (Flask-Admin rolls back only after this method returns).
+        db.session.rollback()
         if isinstance(exc, DeletionRefused):
             flash(exc.message, "error")
             return True

@@ -1,5 +1,5 @@
 """Security events (logins, logouts, failures, lockouts): logged with user id, address and time,
-never with a password or an email typed at the login prompt."""
+never with a password or an email typed at the login prompt, and recorded in the audit trail."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ import logging
 
 from flask import has_request_context, request
 
+from backoffice.extensions import db
 from backoffice.models import utcnow
 
 security_log = logging.getLogger("backoffice.security")
 
 
 def security_event(event: str, user_id: int | None = None, **details: object) -> None:
+    """Log the event and record it in the audit trail (committed on its own: a failed login
+    leaves its trace even though nothing else is saved)."""
+    from backoffice.services.audit import Actor, append_entries, current_actor, make_entry
+
     address = request.remote_addr if has_request_context() else None
     extra = " ".join(f"{k}={v}" for k, v in sorted(details.items()))
     security_log.info(
@@ -23,3 +28,23 @@ def security_event(event: str, user_id: int | None = None, **details: object) ->
         utcnow().isoformat(timespec="seconds"),
         f" {extra}" if extra else "",
     )
+    actor = current_actor()
+    entry_actor = Actor(
+        user_id=user_id if user_id is not None else actor.user_id,
+        label=actor.label,
+        ip=actor.ip,
+        request_id=actor.request_id,
+    )
+    append_entries(
+        db.session.connection(),
+        [
+            make_entry(
+                event.upper(),
+                "user" if user_id is not None else None,
+                user_id,
+                details=dict(details) or None,
+                actor=entry_actor,
+            )
+        ],
+    )
+    db.session.commit()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
@@ -25,6 +25,10 @@ class Clinic(TimestampMixin, VersionedMixin, db.Model):
     address: Mapped[str | None] = mapped_column(String(300))
     city: Mapped[str | None] = mapped_column(String(120), index=True)
     phone: Mapped[str | None] = mapped_column(String(32))
+    # The import batch that created the row (its history points there instead of one entry each).
+    import_batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("import_batch.id", ondelete="SET NULL"), index=True
+    )
 
     doctors: Mapped[list[Doctor]] = relationship(
         back_populates="clinic",

@@ -73,6 +73,10 @@ class Doctor(TimestampMixin, VersionedMixin, db.Model):
         ForeignKey("clinic.id", ondelete="RESTRICT"), nullable=False, index=True
     )
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # The import batch that created the row (its history points there instead of one entry each).
+    import_batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("import_batch.id", ondelete="SET NULL"), index=True
+    )
 
     clinic: Mapped[Clinic] = relationship(back_populates="doctors")
     phones: Mapped[list[DoctorPhone]] = relationship(

@@ -35,6 +35,10 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
     clinic_id: Mapped[int | None] = mapped_column(
         ForeignKey("clinic.id", ondelete="RESTRICT"), index=True
     )
+    # The import batch that created the row (its history points there instead of one entry each).
+    import_batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("import_batch.id", ondelete="SET NULL"), index=True
+    )
 
     referring_doctor: Mapped[Doctor | None] = relationship(foreign_keys=[referring_doctor_id])
     clinic: Mapped[Clinic | None] = relationship()

@@ -80,6 +80,10 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
     )
     study_date: Mapped[date] = mapped_column(Date, nullable=False, default=date.today, index=True)
     accession_number: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The import batch that created the row (its history points there instead of one entry each).
+    import_batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("import_batch.id", ondelete="SET NULL"), index=True
+    )
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
     ordering_doctor: Mapped[Doctor | None] = relationship()

@@ -1,0 +1,524 @@
+"""The audit trail: who saw and changed what, field by field, in the same transaction.
+
+Three ways in:
+- ORM changes to audited models are recorded by a session hook (``after_flush``): whatever the
+  door (admin form, inline phone row, bulk action, command, import), a change is recorded in the
+  transaction that makes it, so a rolled-back change leaves no entry and a committed one always
+  has its entry.
+- ``record_event`` records reads, exports, imports and security events.
+- ``append_entries`` writes prepared entries in bulk (the importer's updated rows).
+
+Entries are chained: each ``entry_hash`` is SHA-256 over the previous hash and the entry's
+canonical content. ``verify_chain`` walks the chain and names the first entry that does not fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from flask import g, has_request_context, request
+from sqlalchemy import event, insert, inspect, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import NO_VALUE
+
+from backoffice.extensions import db
+from backoffice.models import (
+    AuditEntry,
+    AuditHead,
+    Clinic,
+    Doctor,
+    DoctorPhone,
+    Patient,
+    Study,
+    User,
+    utcnow,
+)
+
+GENESIS_HASH = "0" * 64
+
+# Entities and the fields that never enter an entry (secrets, counters, bookkeeping).
+AUDITED: dict[type, str] = {
+    Clinic: "clinic",
+    Doctor: "doctor",
+    DoctorPhone: "doctor_phone",
+    Patient: "patient",
+    Study: "study",
+    User: "user",
+}
+NEVER_RECORDED = {
+    "password_hash",
+    "session_token",
+    "failed_login_count",
+    "failed_login_window_start",
+    "locked_until",
+    "updated_at",
+    "created_at",
+    "version",
+    "last_login_at",
+}
+# Reading these fields is noise; the user row changes at every login.
+SILENT_UPDATES = {
+    User: {
+        "last_login_at",
+        "failed_login_count",
+        "failed_login_window_start",
+        "locked_until",
+        "session_token",
+    }
+}
+
+ENTITY_MODELS: dict[str, type] = {v: k for k, v in AUDITED.items()}
+
+
+# --------------------------------------------------------------------------- who is acting
+
+
+@dataclass
+class Actor:
+    """Who an entry is attributed to: a user in a request, or the operator of a command."""
+
+    user_id: int | None = None
+    label: str | None = None
+    ip: str | None = None
+    request_id: str | None = None
+
+
+_command_actor: contextvars.ContextVar[Actor | None] = contextvars.ContextVar(
+    "audit_command_actor", default=None
+)
+
+
+def request_id() -> str:
+    """The request's id: a well-formed incoming X-Request-ID, else a new one."""
+    if not has_request_context():
+        return ""
+    if "request_id" not in g:
+        incoming = request.headers.get("X-Request-ID", "")
+        ok = 8 <= len(incoming) <= 64 and all(c.isalnum() or c in "-_" for c in incoming)
+        g.request_id = incoming if ok else uuid.uuid4().hex
+    return g.request_id
+
+
+def current_actor() -> Actor:
+    actor = _command_actor.get()
+    if actor is not None:
+        return actor
+    if has_request_context():
+        from flask_login import current_user
+
+        user_id = None
+        label = None
+        if getattr(current_user, "is_authenticated", False):
+            user_id = current_user.id
+            label = current_user.email
+        return Actor(user_id=user_id, label=label, ip=request.remote_addr, request_id=request_id())
+    return Actor(label="system")
+
+
+@contextlib.contextmanager
+def acting_as(label: str, user_id: int | None = None) -> Iterator[Actor]:
+    """Attribute everything recorded inside the block to a command's operator."""
+    actor = Actor(user_id=user_id, label=label, request_id=uuid.uuid4().hex)
+    token = _command_actor.set(actor)
+    try:
+        yield actor
+    finally:
+        _command_actor.reset(token)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def jsonable(value: Any) -> Any:
+    """Values as they go into an entry: codes for enums, ISO strings for dates."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | float):
+        return str(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def snapshot(obj: Any) -> dict[str, Any]:
+    """Every recorded column of a row (used for creates, deletes and restores)."""
+    mapper = inspect(type(obj))
+    out = {}
+    for attr in mapper.column_attrs:
+        if attr.key in NEVER_RECORDED or attr.key == "id":
+            continue
+        out[attr.key] = jsonable(getattr(obj, attr.key))
+    if isinstance(obj, User):
+        out["roles"] = sorted(jsonable(r.name) for r in obj.roles)
+    return out
+
+
+def _diff(obj: Any) -> dict[str, list[Any]]:
+    """Changed recorded fields of a dirty object: {field: [old, new]}."""
+    state = inspect(obj)
+    changes: dict[str, list[Any]] = {}
+    silent = SILENT_UPDATES.get(type(obj), set())
+    for attr in state.mapper.column_attrs:
+        key = attr.key
+        if key in NEVER_RECORDED and key != "password_hash":
+            continue
+        hist = state.attrs[key].history
+        if not hist.has_changes():
+            continue
+        if key in silent:
+            continue
+        old = hist.deleted[0] if hist.deleted else None
+        new = hist.added[0] if hist.added else None
+        if old is NO_VALUE:
+            old = None
+        if key == "password_hash":
+            changes["password"] = ["(hidden)", "(changed)"]
+            continue
+        if jsonable(old) != jsonable(new):
+            changes[key] = [jsonable(old), jsonable(new)]
+    if isinstance(obj, User):
+        hist = state.attrs["roles"].history
+        if hist.has_changes():
+            new_roles = sorted(jsonable(r.name) for r in obj.roles)
+            old_roles = sorted(
+                set(new_roles) - {jsonable(r.name) for r in hist.added}
+                | {jsonable(r.name) for r in hist.deleted}
+            )
+            if old_roles != new_roles:
+                changes["roles"] = [old_roles, new_roles]
+    return changes
+
+
+def _parent(obj: Any) -> tuple[str | None, str | None]:
+    if isinstance(obj, DoctorPhone):
+        doctor_id = obj.doctor_id if obj.doctor_id is not None else getattr(obj.doctor, "id", None)
+        return "doctor", None if doctor_id is None else str(doctor_id)
+    return None, None
+
+
+# --------------------------------------------------------------------------- the chain
+
+
+def canonical(entry: dict[str, Any]) -> str:
+    """The hashed content of an entry: every field but the id and the hashes, in one form."""
+    content = {
+        "at": entry["at"].isoformat() if isinstance(entry["at"], datetime) else entry["at"],
+        "actor_id": entry.get("actor_id"),
+        "actor_label": entry.get("actor_label"),
+        "action": entry["action"],
+        "entity": entry.get("entity"),
+        "entity_id": entry.get("entity_id"),
+        "parent_entity": entry.get("parent_entity"),
+        "parent_id": entry.get("parent_id"),
+        "changes": entry.get("changes"),
+        "details": entry.get("details"),
+        "ip": entry.get("ip"),
+        "request_id": entry.get("request_id"),
+        "batch_id": entry.get("batch_id"),
+    }
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev_hash: str, entry: dict[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + "\n" + canonical(entry)).encode("utf-8")).hexdigest()
+
+
+def _normalise_at(at: datetime) -> datetime:
+    # Microseconds survive both backends; hashing the stored form keeps verify exact.
+    from datetime import UTC
+
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def append_entries(connection: Any, entries: Sequence[dict[str, Any]]) -> int:
+    """Insert prepared entries at the end of the chain, in the caller's transaction.
+
+    Locks the head row first, so concurrent transactions chain one after the other; call it
+    as late as possible in a long transaction (the importer calls it just before committing).
+    """
+    if not entries:
+        return 0
+    head = AuditHead.__table__
+    connection.execute(
+        update(head).where(head.c.id == 1).values(entries=head.c.entries + len(entries))
+    )
+    prev = connection.execute(select(head.c.last_hash).where(head.c.id == 1)).scalar_one()
+    rows = []
+    for entry in entries:
+        row = dict(entry)
+        row["at"] = _normalise_at(row.get("at") or utcnow())
+        row["prev_hash"] = prev
+        row["entry_hash"] = chain_hash(prev, row)
+        prev = row["entry_hash"]
+        rows.append(row)
+    connection.execute(insert(AuditEntry.__table__), rows)
+    connection.execute(update(head).where(head.c.id == 1).values(last_hash=prev))
+    return len(rows)
+
+
+def make_entry(
+    action: str,
+    entity: str | None = None,
+    entity_id: Any = None,
+    *,
+    changes: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+    parent: tuple[str | None, str | None] = (None, None),
+    batch_id: int | None = None,
+    actor: Actor | None = None,
+) -> dict[str, Any]:
+    actor = actor or current_actor()
+    return {
+        "at": utcnow(),
+        "actor_id": actor.user_id,
+        "actor_label": actor.label,
+        "action": action,
+        "entity": entity,
+        "entity_id": None if entity_id is None else str(entity_id),
+        "parent_entity": parent[0],
+        "parent_id": parent[1],
+        "changes": jsonable(changes) if changes else None,
+        "details": jsonable(details) if details else None,
+        "ip": actor.ip,
+        "request_id": actor.request_id,
+        "batch_id": batch_id,
+    }
+
+
+def record_event(
+    action: str,
+    entity: str | None = None,
+    entity_id: Any = None,
+    *,
+    details: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
+    batch_id: int | None = None,
+    session: Session | None = None,
+) -> None:
+    """Record a read, export, import or security event in the session's current transaction.
+
+    The caller commits (or it is committed with the change it describes)."""
+    session = session or db.session
+    append_entries(
+        session.connection(),
+        [
+            make_entry(
+                action, entity, entity_id, details=details, changes=changes, batch_id=batch_id
+            )
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- the ORM hook
+
+
+def _action_override(session: Session) -> tuple[str | None, dict[str, Any] | None]:
+    return session.info.get("audit_action"), session.info.get("audit_details")
+
+
+@contextlib.contextmanager
+def audit_as(
+    action: str, details: dict[str, Any] | None = None, session: Session | None = None
+) -> Iterator[None]:
+    """Record the ORM changes made inside the block under another action (RESTORE, REVERT)."""
+    session = session or db.session
+    previous = session.info.get("audit_action"), session.info.get("audit_details")
+    session.info["audit_action"], session.info["audit_details"] = action, details
+    try:
+        yield
+    finally:
+        session.info["audit_action"], session.info["audit_details"] = previous
+
+
+def _collect(session: Session) -> list[dict[str, Any]]:
+    override, extra = _action_override(session)
+    batch_id = session.info.get("import_batch_id")
+    entries: list[dict[str, Any]] = []
+    actor = current_actor()
+    for obj in session.new:
+        entity = AUDITED.get(type(obj))
+        if entity:
+            details = dict(extra or {})
+            if isinstance(obj, Doctor | Patient | Study | Clinic):
+                details["version"] = obj.version
+            entries.append(
+                make_entry(
+                    override or "CREATE",
+                    entity,
+                    obj.id,
+                    changes={k: [None, v] for k, v in snapshot(obj).items()},
+                    details=details or None,
+                    parent=_parent(obj),
+                    batch_id=batch_id,
+                    actor=actor,
+                )
+            )
+    for obj in session.dirty:
+        entity = AUDITED.get(type(obj))
+        if not entity or not session.is_modified(obj, include_collections=True):
+            continue
+        changes = _diff(obj)
+        if not changes:
+            continue
+        details = dict(extra or {})
+        if isinstance(obj, Doctor | Patient | Study | Clinic):
+            details["version"] = obj.version
+        entries.append(
+            make_entry(
+                override or "UPDATE",
+                entity,
+                obj.id,
+                changes=changes,
+                details=details or None,
+                parent=_parent(obj),
+                batch_id=batch_id,
+                actor=actor,
+            )
+        )
+    for obj in session.deleted:
+        entity = AUDITED.get(type(obj))
+        if entity:
+            entries.append(
+                make_entry(
+                    override or "DELETE",
+                    entity,
+                    obj.id,
+                    changes={k: [v, None] for k, v in snapshot(obj).items()},
+                    details=extra or None,
+                    parent=_parent(obj),
+                    batch_id=batch_id,
+                    actor=actor,
+                )
+            )
+    return entries
+
+
+def _after_flush(session: Session, flush_context: Any) -> None:
+    if session.info.get("audit_disabled"):
+        return
+    entries = _collect(session)
+    if entries:
+        append_entries(session.connection(), entries)
+
+
+def register_audit_hooks(session_cls: type[Session] | Any = Session) -> None:
+    if not event.contains(session_cls, "after_flush", _after_flush):
+        event.listen(session_cls, "after_flush", _after_flush)
+
+
+@contextlib.contextmanager
+def audit_disabled(session: Session | None = None) -> Iterator[None]:
+    """For benchmarks that measure the cost of auditing only: never used by the product."""
+    session = session or db.session
+    session.info["audit_disabled"] = True
+    try:
+        yield
+    finally:
+        session.info.pop("audit_disabled", None)
+
+
+# --------------------------------------------------------------------------- reading it back
+
+
+@dataclass
+class ChainReport:
+    ok: bool
+    checked: int
+    first_bad_id: int | None = None
+    reason: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def verify_chain(connection: Any, batch_size: int = 5000) -> ChainReport:
+    """Walk the chain in id order; report the first entry altered, removed or out of place."""
+    table = AuditEntry.__table__
+    prev = GENESIS_HASH
+    checked = 0
+    last_id = 0
+    while True:
+        rows = (
+            connection.execute(
+                select(table).where(table.c.id > last_id).order_by(table.c.id).limit(batch_size)
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            break
+        for row in rows:
+            entry = dict(row)
+            entry["at"] = _normalise_at(entry["at"])
+            if entry["prev_hash"] != prev:
+                return ChainReport(
+                    False,
+                    checked,
+                    entry["id"],
+                    "does not follow the entry before it (an entry was removed or inserted)",
+                )
+            if chain_hash(prev, entry) != entry["entry_hash"]:
+                return ChainReport(
+                    False,
+                    checked,
+                    entry["id"],
+                    "its content does not match its hash (it was altered)",
+                )
+            prev = entry["entry_hash"]
+            checked += 1
+            last_id = entry["id"]
+    head = connection.execute(select(AuditHead.__table__)).mappings().first()
+    if head is not None and (head["last_hash"] != prev or head["entries"] != checked):
+        return ChainReport(
+            False,
+            checked,
+            None,
+            "the chain ends before its recorded head (entries were removed from the end)",
+        )
+    return ChainReport(True, checked)
+
+
+def history(entity: str, entity_id: Any, include_reads: bool, limit: int = 500) -> list[AuditEntry]:
+    """Entries about a record (and its children, e.g. a doctor's phones), newest first."""
+    key = str(entity_id)
+    query = select(AuditEntry).where(
+        ((AuditEntry.entity == entity) & (AuditEntry.entity_id == key))
+        | ((AuditEntry.parent_entity == entity) & (AuditEntry.parent_id == key))
+    )
+    if not include_reads:
+        query = query.where(AuditEntry.action.notin_(("VIEW", "EXPORT")))
+    return list(db.session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
+
+
+def entries_since_version(entity: str, entity_id: Any, version: int) -> list[AuditEntry]:
+    """Changes made to a record after the version a user opened (oldest first)."""
+    rows = db.session.scalars(
+        select(AuditEntry)
+        .where(
+            AuditEntry.entity == entity,
+            AuditEntry.entity_id == str(entity_id),
+            AuditEntry.action.in_(("UPDATE", "REVERT", "RESTORE", "IMPORT_UPDATE")),
+        )
+        .order_by(AuditEntry.id)
+    ).all()
+    return [e for e in rows if (e.details or {}).get("version", 0) > version]
+
+
+def iter_entries(entries: Iterable[AuditEntry]) -> Iterator[tuple[AuditEntry, list[tuple]]]:
+    for e in entries:
+        diff = [(k, v[0], v[1]) for k, v in sorted((e.changes or {}).items())]
+        yield e, diff
