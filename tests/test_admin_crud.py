@@ -10,7 +10,6 @@ from html.parser import HTMLParser
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import PendingRollbackError
 
 from backoffice.extensions import db
 from backoffice.models import Clinic, Doctor, DoctorPhone, Patient, RoleName, Specialty, Study
@@ -466,15 +465,6 @@ def test_patient_edited_without_touching_its_unique_fields(client, admin):
     assert (stored.first_name, stored.mrn, stored.email) == ("José", "1", "pepe@ejemplo.com")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PendingRollbackError,
-    reason=(
-        "SecuredModelView.handle_view_exception (admin_views/base.py) flashes before the failed "
-        "session is rolled back; the flash's gettext loads current_user.locale and raises "
-        "PendingRollbackError, so the user gets a 500 instead of the message"
-    ),
-)
 @pytest.mark.parametrize("mode", ["create", "edit"])
 def test_email_taken_between_validation_and_save_is_a_message_not_a_500(
     client, admin, monkeypatch, mode
