@@ -59,14 +59,23 @@ def roles_by_name() -> dict[RoleName, Role]:
 
 
 def active_admin_count(excluding: User | None = None) -> int:
-    query = (
-        select(func.count(func.distinct(User.id)))
+    """Active admins in the database, other than ``excluding``.
+
+    The rows of every active admin are locked (``FOR UPDATE`` on PostgreSQL; SQLite takes no row
+    locks and serialises writers instead), in id order: two admins deactivating each other at
+    the same moment are then checked one after the other, and the second one is refused instead
+    of both succeeding and leaving no admin at all.
+    """
+    ids = db.session.scalars(
+        select(User.id)
         .join(User.roles)
         .where(User.active.is_(True), Role.name == RoleName.ADMIN)
-    )
+        .order_by(User.id)
+        .with_for_update(of=User)
+    ).all()
     if excluding is not None and excluding.id is not None:
-        query = query.where(User.id != excluding.id)
-    return db.session.scalar(query) or 0
+        return sum(1 for i in ids if i != excluding.id)
+    return len(ids)
 
 
 def check_admin_remains(user: User, *, will_be_active: bool, will_be_admin: bool) -> None:
@@ -116,11 +125,16 @@ def set_password(user: User, password: str) -> None:
 
 
 def set_active(user: User, active: bool) -> None:
-    """Deactivate or reactivate; a deactivated user's sessions end at their next request."""
+    """Deactivate or reactivate; a deactivated user's sessions end at their next request.
+
+    The change is flushed at once, so that the next check in the same transaction (a bulk
+    action deactivating several admins) counts this user as gone.
+    """
     check_admin_remains(user, will_be_active=active, will_be_admin=user.has_role(RoleName.ADMIN))
     user.active = active
     if not active:
         user.rotate_session_token()
+    db.session.flush()
 
 
 def set_roles(user: User, roles: Iterable[Role]) -> None:
@@ -128,3 +142,4 @@ def set_roles(user: User, roles: Iterable[Role]) -> None:
     will_be_admin = any(RoleName(r.name) == RoleName.ADMIN for r in roles)
     check_admin_remains(user, will_be_active=bool(user.active), will_be_admin=will_be_admin)
     user.roles = roles
+    db.session.flush()  # as in set_active: later checks in this transaction see the change
