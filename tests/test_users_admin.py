@@ -387,3 +387,17 @@ def test_cli_users_list_shows_no_hashes(cli):
     assert "$argon2" not in result.output
     assert fresh(admin.id).password_hash not in result.output
     assert fresh(admin.id).session_token not in result.output
+
+
+def test_a_password_reset_by_an_admin_lifts_a_lockout(client, admin):
+    user = make_user("locked-out@test.example.com", RoleName.OPERATOR)
+    other = client.application.test_client()
+    for _attempt in range(5):
+        AuthActions(other).login(user.email, "forgotten password")
+    assert fresh(user.id).locked_until is not None
+
+    response = post_edit(client, fresh(user.id), new_password=NEW_PASSWORD)
+    assert "Record was successfully saved." in flashes(response)
+    after = fresh(user.id)
+    assert after.locked_until is None and after.failed_login_count == 0
+    assert AuthActions(other).login(user.email, NEW_PASSWORD).headers["Location"] == "/admin/"

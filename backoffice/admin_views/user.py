@@ -23,6 +23,7 @@ from backoffice.services.users import (
     UserError,
     check_admin_remains,
     set_active,
+    set_password,
     validate_new_password,
 )
 from backoffice.validation import normalize_email
@@ -121,8 +122,11 @@ class UserView(SecuredModelView):
         check_admin_remains(
             model, will_be_active=bool(model.active), will_be_admin=model.has_role(RoleName.ADMIN)
         )
+        # populate_obj copied the typed password onto the model as a plain attribute: drop it.
+        vars(model).pop("new_password", None)
         if form.new_password.data:
-            model.set_password(form.new_password.data)  # also ends the user's other sessions
+            # the service's rule: a reset also ends the user's other sessions and lifts a lockout
+            set_password(model, form.new_password.data)
         elif not is_created:
             history = sa_inspect(model).attrs.active.history
             if history.deleted and history.deleted[0] and not model.active:
