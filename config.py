@@ -1,9 +1,15 @@
-"""Configuration classes, read from the environment (12-factor), one per deployment kind."""
+"""Configuration classes, read from the environment when an app is built (12-factor).
+
+Each class is instantiated by ``create_app``; its ``__init__`` reads the environment at that
+moment (not at import), and ``validate`` checks the final values, overrides included.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -37,57 +43,57 @@ class Config:
     """Settings shared by every environment; each value can be overridden from the environment."""
 
     ENV_NAME = "base"
-    SECRET_KEY = os.environ.get("SECRET_KEY", INSECURE_DEV_SECRET)
-    SQLALCHEMY_DATABASE_URI = normalise_database_url(os.environ.get("DATABASE_URL"))
     SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
     SQLALCHEMY_RECORD_QUERIES = False
 
-    # Domain settings
-    PHONE_DEFAULT_REGION = os.environ.get("PHONE_DEFAULT_REGION", "MX")
-    BACKOFFICE_NAME = os.environ.get("BACKOFFICE_NAME", "Clinic Back Office")
-
     # Internationalisation
     BABEL_DEFAULT_LOCALE = "en"
-    BABEL_DEFAULT_TIMEZONE = os.environ.get("BACKOFFICE_TIMEZONE", "America/Mexico_City")
     LANGUAGES = ("en", "es", "fr")
 
     # Sessions and cookies
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
-    SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
     REMEMBER_COOKIE_HTTPONLY = True
-    SESSION_IDLE_TIMEOUT = timedelta(minutes=_env_int("SESSION_IDLE_MINUTES", 30))
-    SESSION_ABSOLUTE_LIFETIME = timedelta(hours=_env_int("SESSION_ABSOLUTE_HOURS", 12))
-    PERMANENT_SESSION_LIFETIME = SESSION_ABSOLUTE_LIFETIME
 
     # Login throttling: per account (in the database) and per address (Flask-Limiter)
     LOGIN_MAX_FAILURES = 5
     LOGIN_FAILURE_WINDOW_MINUTES = 15
     LOGIN_LOCKOUT_MINUTES = 15
-    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "30 per 15 minutes")
-    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = False
 
     # CSRF: one scheme for the whole app (Flask-WTF), Flask-Admin forms included.
     WTF_CSRF_ENABLED = True
     WTF_CSRF_TIME_LIMIT = None  # tied to the session instead, which has its own lifetime
 
-    # Uploads
-    MAX_CONTENT_LENGTH = _env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
-    IMPORT_MAX_ROWS = _env_int("IMPORT_MAX_ROWS", 1_000_000)
-
     # Flask-Admin: never let a view exception escape with a traceback
     FLASK_ADMIN_RAISE_ON_VIEW_EXCEPTION = False
     FLASK_ADMIN_FLUID_LAYOUT = True
-
-    # Demo data
-    DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "clinic-demo-2026")
-
-    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
     HSTS_ENABLED = False
 
+    def __init__(self) -> None:
+        env = os.environ.get
+        self.SECRET_KEY = env("SECRET_KEY", INSECURE_DEV_SECRET)
+        self.SQLALCHEMY_DATABASE_URI = normalise_database_url(env("DATABASE_URL"))
+        self.PHONE_DEFAULT_REGION = env("PHONE_DEFAULT_REGION", "MX")
+        self.BACKOFFICE_NAME = env("BACKOFFICE_NAME", "Clinic Back Office")
+        self.BABEL_DEFAULT_TIMEZONE = env("BACKOFFICE_TIMEZONE", "America/Mexico_City")
+        self.SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
+        self.SESSION_IDLE_TIMEOUT = timedelta(minutes=_env_int("SESSION_IDLE_MINUTES", 30))
+        self.SESSION_ABSOLUTE_LIFETIME = timedelta(hours=_env_int("SESSION_ABSOLUTE_HOURS", 12))
+        self.PERMANENT_SESSION_LIFETIME = self.SESSION_ABSOLUTE_LIFETIME
+        self.LOGIN_RATE_LIMIT = env("LOGIN_RATE_LIMIT", "30 per 15 minutes")
+        self.RATELIMIT_STORAGE_URI = env("RATELIMIT_STORAGE_URI", "memory://")
+        # Number of reverse proxies in front of the app whose X-Forwarded-* headers are trusted
+        # (0: none). The login limits key on the client address, so this must be right.
+        self.TRUSTED_PROXY_COUNT = _env_int("TRUSTED_PROXY_COUNT", 0)
+        self.MAX_CONTENT_LENGTH = _env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+        self.IMPORT_MAX_ROWS = _env_int("IMPORT_MAX_ROWS", 1_000_000)
+        self.DEMO_PASSWORD = env("DEMO_PASSWORD", "clinic-demo-2026")
+        self.LOG_LEVEL = env("LOG_LEVEL", "INFO")
+        self.DEBUG = _env_bool("FLASK_DEBUG", False)
+
     @classmethod
-    def validate(cls) -> None:
+    def validate(cls, config: Mapping[str, Any]) -> None:
         """Refuse settings that are unsafe for this environment (overridden in production)."""
 
 
@@ -95,7 +101,6 @@ class DevelopmentConfig(Config):
     """Local development: SQLite file in the instance folder unless DATABASE_URL says otherwise."""
 
     ENV_NAME = "development"
-    DEBUG = False  # the debugger is opt-in with `flask run --debug`
 
 
 class TestingConfig(Config):
@@ -103,37 +108,42 @@ class TestingConfig(Config):
 
     ENV_NAME = "testing"
     TESTING = True
-    SQLALCHEMY_DATABASE_URI = normalise_database_url(os.environ.get("TEST_DATABASE_URL"))
-    SECRET_KEY = "testing-secret-key-not-for-production-use-0123456789"  # noqa: S105
     # Cheap hashes keep the suite fast; production uses the argon2 library's defaults.
     ARGON2_TIME_COST = 1
     ARGON2_MEMORY_COST = 8 * 1024
-    # The suite logs in hundreds of times from one address; tests of the limit lower it.
-    LOGIN_RATE_LIMIT = "10000 per minute"
-    SERVER_NAME = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.SQLALCHEMY_DATABASE_URI = normalise_database_url(os.environ.get("TEST_DATABASE_URL"))
+        self.SECRET_KEY = "testing-secret-key-not-for-production-use-0123456789"  # noqa: S105
+        # The suite logs in hundreds of times from one address; tests of the limit lower it.
+        self.LOGIN_RATE_LIMIT = "10000 per minute"
+        self.RATELIMIT_STORAGE_URI = "memory://"
 
 
 class ProductionConfig(Config):
     """Production: PostgreSQL, secure cookies; refuses to start with unsafe settings."""
 
     ENV_NAME = "production"
-    SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = True
     PREFERRED_URL_SCHEME = "https"
-    HSTS_ENABLED = _env_bool("HSTS_ENABLED", True)
-    SESSION_COOKIE_NAME = (
-        "__Host-session" if _env_bool("SESSION_COOKIE_SECURE", True) else "session"
-    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
+        self.HSTS_ENABLED = _env_bool("HSTS_ENABLED", True)
+        # __Host- cookies are sent only over https, to this host, for the whole site.
+        self.SESSION_COOKIE_NAME = "__Host-session" if self.SESSION_COOKIE_SECURE else "session"
 
     @classmethod
-    def validate(cls) -> None:
+    def validate(cls, config: Mapping[str, Any]) -> None:
         problems = []
-        key = os.environ.get("SECRET_KEY", "")
-        if not key or key == INSECURE_DEV_SECRET or len(key) < 32:
+        key = config.get("SECRET_KEY") or ""
+        if key == INSECURE_DEV_SECRET or len(key) < 32:
             problems.append("SECRET_KEY must be set to a random value of at least 32 characters")
-        if not os.environ.get("DATABASE_URL"):
+        if not config.get("SQLALCHEMY_DATABASE_URI"):
             problems.append("DATABASE_URL must be set")
-        if _env_bool("FLASK_DEBUG", False):
+        if config.get("DEBUG"):
             problems.append("FLASK_DEBUG must be off in production")
         if problems:
             raise RuntimeError("Refusing to start: " + "; ".join(problems))

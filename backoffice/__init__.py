@@ -26,9 +26,14 @@ def create_app(config: str | type[Config] | dict[str, Any] | None = None) -> Fla
         config_cls = config
     else:
         config_cls = get_config(config)
-    config_cls.validate()
-    app.config.from_object(config_cls)
+    app.config.from_object(config_cls())
     app.config.update(overrides)
+    config_cls.validate(app.config)
+    if app.config.get("TRUSTED_PROXY_COUNT"):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = app.config["TRUSTED_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         db_file = Path(app.instance_path) / "backoffice.sqlite"

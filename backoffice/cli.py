@@ -13,14 +13,65 @@ from sqlalchemy import select
 from backoffice.extensions import db
 
 users_cli = AppGroup("users", help="Manage back-office users.")
+audit_cli = AppGroup("audit", help="Check the audit trail.")
 
 
 def register(app: Flask) -> None:
     app.cli.add_command(seed_command)
     app.cli.add_command(users_cli)
+    app.cli.add_command(audit_cli)
+
+
+def default_operator() -> str:
+    """Who runs a command, for the audit trail: BACKOFFICE_OPERATOR, else the OS user."""
+    import getpass
+
+    try:
+        fallback = getpass.getuser()
+    except (KeyError, OSError):
+        fallback = "unknown"
+    return os.environ.get("BACKOFFICE_OPERATOR") or f"command:{fallback}"
+
+
+def operator_option(func):  # noqa: ANN001, ANN201
+    """``--operator NAME``: changes made by the command are attributed to this name."""
+    import functools
+
+    @click.option(
+        "--operator",
+        default=None,
+        help="Name recorded in the audit trail (default: $BACKOFFICE_OPERATOR, else the OS user).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args, operator: str | None = None, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        from backoffice.services.audit import acting_as
+
+        with acting_as(operator or default_operator()):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; report the first entry that was altered or removed."""
+    from backoffice.services.audit import verify_chain
+
+    report = verify_chain(db.session.connection())
+    if report.ok:
+        click.echo(f"Audit trail intact: {report.checked} entries verified.")
+        return
+    where = f"entry #{report.first_bad_id}" if report.first_bad_id else "the end of the chain"
+    click.echo(
+        f"Audit trail BROKEN at {where}: {report.reason}. "
+        f"{report.checked} entries before it are intact.",
+        err=True,
+    )
+    sys.exit(1)
 
 
 @click.command("seed")
+@operator_option
 @click.option("--patients", default=150, show_default=True, help="Generated patients.")
 @click.option("--studies", default=400, show_default=True, help="Generated studies.")
 @click.option(
@@ -68,6 +119,7 @@ def _get_user(email: str):  # noqa: ANN202
 
 
 @users_cli.command("create")
+@operator_option
 @click.argument("email")
 @click.option(
     "--role",
@@ -103,6 +155,7 @@ def users_create(
 
 
 @users_cli.command("set-password")
+@operator_option
 @click.argument("email")
 @click.option("--password-env", default="BACKOFFICE_PASSWORD", show_default=True)
 def users_set_password(email: str, password_env: str) -> None:
@@ -122,6 +175,7 @@ def users_set_password(email: str, password_env: str) -> None:
 
 
 @users_cli.command("deactivate")
+@operator_option
 @click.argument("email")
 def users_deactivate(email: str) -> None:
     """Deactivate a user; their open sessions end at their next request."""

@@ -45,12 +45,41 @@ for _v in RECORD_VIEWS:
             (f"{_v}.ajax_lookup", "GET"): LOOKUP,
             (f"{_v}.ajax_update", "POST"): EDITORS,
             (f"{_v}.export", "GET"): EXPORTERS,
+            (f"{_v}.history_view", "GET"): EVERYONE,
         }
     )
-for _m in ("index_view", "details_view", "create_view", "edit_view", "ajax_lookup", "export"):
+for _m in (
+    "index_view",
+    "details_view",
+    "create_view",
+    "edit_view",
+    "ajax_lookup",
+    "export",
+    "history_view",
+):
     EXPECTED[(f"user.{_m}", "GET")] = ADMIN_ONLY
 for _m in ("create_view", "edit_view", "delete_view", "action_view", "ajax_update"):
     EXPECTED[(f"user.{_m}", "POST")] = ADMIN_ONLY
+
+# The audit log: admins read it and undo from it; nobody creates, edits or deletes an entry.
+EXPECTED.update(
+    {
+        ("audit.index_view", "GET"): ADMIN_ONLY,
+        ("audit.details_view", "GET"): ADMIN_ONLY,
+        ("audit.restore_view", "POST"): ADMIN_ONLY,
+        ("audit.revert_view", "POST"): ADMIN_ONLY,
+        ("audit.create_view", "GET"): NOBODY,
+        ("audit.create_view", "POST"): NOBODY,
+        ("audit.edit_view", "GET"): NOBODY,
+        ("audit.edit_view", "POST"): NOBODY,
+        ("audit.delete_view", "POST"): NOBODY,
+        ("audit.action_view", "POST"): NOBODY,
+        ("audit.ajax_update", "POST"): NOBODY,
+        ("audit.ajax_lookup", "GET"): NOBODY,
+        ("audit.history_view", "GET"): NOBODY,
+        ("audit.export", "GET"): NOBODY,
+    }
+)
 
 # Endpoints outside the role matrix, with the reason they are open.
 PUBLIC = {
@@ -86,6 +115,7 @@ class World:
     patient_id: int
     study_id: int
     user_id: int
+    audit_entry_id: int
 
 
 @pytest.fixture
@@ -96,7 +126,10 @@ def world() -> World:
     study = make_study(patient=patient)
     target = make_user("target@matrix.example.com", RoleName.SUPPORT)
     db.session.commit()
-    return World(clinic.id, doctor.id, patient.id, study.id, target.id)
+    from backoffice.models import AuditEntry
+
+    entry_id = db.session.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
+    return World(clinic.id, doctor.id, patient.id, study.id, target.id, entry_id)
 
 
 def _record_id(view: str, w: World) -> int:
@@ -106,6 +139,7 @@ def _record_id(view: str, w: World) -> int:
         "patient": w.patient_id,
         "study": w.study_id,
         "user": w.user_id,
+        "audit": w.audit_entry_id,
     }[view]
 
 
@@ -135,7 +169,7 @@ def _create_data(view: str, w: World) -> dict:
             "active": "y",
             "new_password": "a long enough passphrase",
         },
-    }[view]
+    }.get(view, {"action": "CREATE"})
 
 
 def _edit_data(view: str, w: World) -> dict:
@@ -169,7 +203,7 @@ def _edit_data(view: str, w: World) -> dict:
             "roles": "4",
             "active": "y",
         },
-    }[view]
+    }.get(view, {"action": "UPDATE"})
     return data
 
 
@@ -199,6 +233,10 @@ def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | Non
         return f"{base}ajax/update/", {"list_form_pk": str(rid), "name": "Changed"}
     if name == "export":
         return f"{base}export/csv/", None
+    if name == "history_view":
+        return f"{base}history/?id={rid}", None
+    if name in ("restore_view", "revert_view"):
+        return f"{base}{name.removesuffix('_view')}/", {"entry_id": str(rid)}
     raise AssertionError(f"no request recipe for {endpoint}")
 
 

@@ -6,6 +6,7 @@ from flask import Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
+from backoffice.admin_views.audit import AuditLogView
 from backoffice.admin_views.clinic import ClinicView
 from backoffice.admin_views.dashboard import DashboardView
 from backoffice.admin_views.doctor import DoctorView
@@ -14,7 +15,7 @@ from backoffice.admin_views.study import StudyView
 from backoffice.admin_views.user import UserView
 from backoffice.extensions import db
 from backoffice.i18n import _l
-from backoffice.models import Clinic, Doctor, Patient, Study, User
+from backoffice.models import AuditEntry, Clinic, Doctor, Patient, Study, User
 from backoffice.security import csp_nonce
 
 
@@ -35,5 +36,15 @@ def init_admin(app: Flask) -> Admin:
     admin.add_view(StudyView(Study, db, name=_l("Studies"), category=records, endpoint="study"))
     admin.add_view(
         UserView(User, db, name=_l("Users"), category=_l("Administration"), endpoint="user")
+    )
+    admin.add_view(
+        AuditLogView(
+            AuditEntry,
+            db,
+            name=_l("Audit log"),
+            category=_l("Administration"),
+            endpoint="audit",
+            url="/admin/audit",
+        )
     )
     return admin

@@ -13,18 +13,19 @@ from enum import Enum
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
-from flask_admin import BaseView
-from flask_admin.babel import gettext as admin_gettext  # noqa: F401  (Flask-Admin's catalog)
+from flask_admin import BaseView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla.form import AdminModelConverter
 from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
 from flask_admin.form import Select2Field
 from flask_admin.model.form import converts
+from flask_babel import format_datetime
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup, escape
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
+from wtforms import HiddenField
 from wtforms import validators as wtf_validators
 
 from backoffice.auth.permissions import Perm, can
@@ -46,6 +47,7 @@ MODEL_ENDPOINT_PERMISSIONS: dict[str, Perm | tuple[Perm, ...]] = {
     "ajax_lookup": (Perm.CREATE, Perm.EDIT),
     "ajax_update": Perm.EDIT,
     "export": Perm.EXPORT,
+    "history_view": Perm.VIEW,
 }
 
 
@@ -90,6 +92,9 @@ class SecuredViewMixin:
             return render_template("errors/no_role.html"), 403
         if name == "action_view":
             action = request.form.get("action", "")
+            declared = self.endpoint_permissions.get(name)
+            if declared is not None and not can(declared):
+                abort(403)
             if request.method != "POST" or not can(self.action_permissions.get(action)):
                 abort(403)
         elif not can(self.permission_for(name)):
@@ -162,6 +167,96 @@ class SecuredModelView(SecuredViewMixin, ModelView):
     @property
     def can_export(self) -> bool:  # type: ignore[override]
         return False
+
+    #: record who opens a record's details or edit page (patient data)
+    audit_reads = False
+    #: the entity name used in the audit trail (the table name)
+    audit_entity: str | None = None
+
+    def get_one(self, id: Any) -> Any:
+        """Load one record; opening a patient's or study's page is recorded in the audit trail."""
+        obj = super().get_one(id)
+        if obj is not None and self.audit_reads and request.method == "GET":
+            from backoffice.services.audit import record_event
+
+            page = (
+                "edit"
+                if request.endpoint and request.endpoint.endswith("edit_view")
+                else ("details")
+            )
+            record_event("VIEW", self._entity_name(), obj.id, details={"page": page})
+            db.session.commit()
+        return obj
+
+    def _entity_name(self) -> str:
+        return self.audit_entity or self.model.__tablename__
+
+    # -- optimistic locking: the edit form carries the version the user opened ----------
+    def scaffold_form(self) -> Any:
+        form_class = super().scaffold_form()
+        if hasattr(self.model, "version"):
+            form_class.opened_version = HiddenField()
+        return form_class
+
+    def on_form_prefill(self, form: Any, id: Any) -> None:
+        super().on_form_prefill(form, id)
+        if hasattr(form, "opened_version") and request.method == "GET":
+            obj = self.get_one(id) if not hasattr(form, "_obj") or form._obj is None else form._obj
+            form.opened_version.data = obj.version if obj is not None else ""
+
+    def update_model(self, form: Any, model: Any) -> bool:
+        if hasattr(form, "opened_version"):
+            opened = (form.opened_version.data or "").strip()
+            if opened.isdigit() and int(opened) != model.version:
+                # The re-rendered form keeps the old version: saving it again conflicts again.
+                flash(self._conflict_message(model, int(opened)), "error")
+                return False
+            del form.opened_version  # not a column: keep it out of populate_obj
+        return super().update_model(form, model)
+
+    def _conflict_message(self, model: Any, opened: int) -> Markup:
+        from backoffice.services.audit import entries_since_version
+
+        entries = entries_since_version(self._entity_name(), model.id, opened)
+        last = entries[-1] if entries else None
+        who = (last.actor_label if last else None) or _("another user")
+        when = format_datetime(last.at) if last else ""
+        changes = Markup("").join(
+            Markup("<li><code>{}</code>: {} &rarr; {}</li>").format(field, _show(old), _show(new))
+            for entry in entries
+            for field, (old, new) in sorted((entry.changes or {}).items())
+        )
+        return Markup(
+            '<div class="edit-conflict"><strong>{}</strong> {}<ul class="mb-1">{}</ul>{}</div>'
+        ).format(
+            _(
+                "This record was changed by %(name)s at %(time)s since you opened it.",
+                name=who,
+                time=when,
+            ),
+            _("Their changes:"),
+            changes,
+            _("Nothing of yours was saved. Reload the record and make your change again."),
+        )
+
+    # -- history ---------------------------------------------------------------------------
+    @expose("/history/")
+    def history_view(self) -> Any:
+        from backoffice.services.audit import history, iter_entries
+
+        raw_id = request.args.get("id", "")
+        obj = super().get_one(raw_id) if raw_id else None
+        if obj is None and not raw_id.isdigit():
+            abort(404)
+        include_reads = can(Perm.AUDIT)
+        entries = history(self._entity_name(), raw_id, include_reads=include_reads)
+        return self.render(
+            "admin/model/history.html",
+            record=obj,
+            record_id=raw_id,
+            entries=list(iter_entries(entries)),
+            include_reads=include_reads,
+        )
 
     def is_action_allowed(self, name: str) -> bool:
         return can(self.action_permissions.get(name)) and super().is_action_allowed(name)
@@ -242,6 +337,12 @@ def integrity_error_field(exc: IntegrityError) -> str | None:
 class SecuredBaseView(SecuredViewMixin, BaseView):
     """Base of custom admin pages; endpoints not declared in ``endpoint_permissions`` are
     admin-only."""
+
+
+def _show(value: Any) -> Markup:
+    if value is None or value == "":
+        return Markup('<span class="text-muted">&empty;</span>')
+    return Markup("<code>{}</code>").format(value)
 
 
 def link(url: str, text: object) -> Markup:

@@ -62,6 +62,7 @@ def _birth_date_not_out_of_bounds(form: Any, field: Any) -> None:
 
 
 class PatientView(SecuredModelView):
+    audit_reads = True  # opening a record is recorded: who looked at this patient
     column_list = (
         "mrn",
         "last_name",

@@ -13,6 +13,7 @@ from backoffice.validation import blank_to_none, normalize_body_part
 
 
 class StudyView(SecuredModelView):
+    audit_reads = True  # opening a record is recorded: who looked at this patient
     column_list = (
         "study_date",
         "urgency",

@@ -19,6 +19,7 @@ class Perm(enum.Enum):
     UPLOAD = "upload"
     MANAGE_USERS = "manage_users"
     AUDIT = "audit"
+    NOBODY = "nobody"  # endpoints that exist in Flask-Admin but must never be used
 
 
 ADMIN, MANAGER, OPERATOR, SUPPORT = (
@@ -37,6 +38,7 @@ MATRIX: dict[Perm, frozenset[RoleName]] = {
     Perm.UPLOAD: frozenset({ADMIN, OPERATOR}),
     Perm.MANAGE_USERS: frozenset({ADMIN}),
     Perm.AUDIT: frozenset({ADMIN}),
+    Perm.NOBODY: frozenset(),
 }
 
 ADMIN_ONLY = frozenset({ADMIN})

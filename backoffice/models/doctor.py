@@ -83,7 +83,9 @@ class Doctor(TimestampMixin, VersionedMixin, db.Model):
         back_populates="doctor",
         cascade="all, delete-orphan",
         order_by="(DoctorPhone.is_primary.desc(), DoctorPhone.id)",
-        passive_deletes=True,
+        # Loaded and deleted one by one (not left to ON DELETE CASCADE) so that each phone's
+        # deletion is in the audit trail and a restored doctor gets its phones back.
+        passive_deletes=False,
     )
 
     @validates("first_name", "last_name", "licence_number")

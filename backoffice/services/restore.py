@@ -1,0 +1,153 @@
+"""Undo from the audit trail: restore a deleted record (a doctor with its phones) or revert one
+update. Both are audited themselves and refused, with a reason, when they cannot apply cleanly."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Date, DateTime, inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from backoffice.extensions import db
+from backoffice.i18n import _
+from backoffice.models import AuditEntry, Doctor, DoctorPhone, User
+from backoffice.services.audit import ENTITY_MODELS, audit_as, jsonable
+
+
+class RestoreError(Exception):
+    """The restore or revert cannot be applied; the message says why."""
+
+
+def _column_value(model: type, key: str, value: Any) -> Any:
+    """Turn a recorded JSON value back into the column's Python value."""
+    if value is None:
+        return None
+    column = inspect(model).columns.get(key)
+    if column is None:
+        return value
+    if isinstance(column.type, Date) and isinstance(value, str):
+        return date.fromisoformat(value)
+    if isinstance(column.type, DateTime) and isinstance(value, str):
+        return datetime.fromisoformat(value)
+    return value
+
+
+def _unique_conflict(model: type, values: dict[str, Any], exclude_id: Any = None) -> str | None:
+    """Name the first unique field whose value another row already holds."""
+    for column in inspect(model).columns:
+        if not column.unique or column.key not in values or values[column.key] is None:
+            continue
+        query = select(model.id).where(column == values[column.key])
+        if exclude_id is not None:
+            query = query.where(model.id != exclude_id)
+        if db.session.scalar(query) is not None:
+            return column.key
+    return None
+
+
+def _load_entry(entry_id: int, action: str) -> AuditEntry:
+    entry = db.session.get(AuditEntry, entry_id)
+    if entry is None or entry.action != action or entry.entity not in ENTITY_MODELS:
+        raise RestoreError(_("This entry cannot be used for that."))
+    return entry
+
+
+def restore_deleted(entry_id: int) -> Any:
+    """Recreate a deleted record with its id and recorded values (and a doctor's phones)."""
+    entry = _load_entry(entry_id, "DELETE")
+    model = ENTITY_MODELS[entry.entity]
+    if model is User:
+        raise RestoreError(_("Users are deactivated, not deleted: there is nothing to restore."))
+    if entry.entity == "doctor_phone":
+        raise RestoreError(_("Restore the doctor this phone belonged to instead."))
+    if db.session.get(model, int(entry.entity_id)) is not None:
+        raise RestoreError(_("This record exists again: there is nothing to restore."))
+    values = {
+        k: _column_value(model, k, v[0])
+        for k, v in (entry.changes or {}).items()
+        if k in inspect(model).columns
+    }
+    values.pop("import_batch_id", None)
+    clash = _unique_conflict(model, values)
+    if clash:
+        raise RestoreError(
+            _(
+                "It cannot be restored: another record already has the same %(field)s.",
+                field=clash,
+            )
+        )
+    obj = model(id=int(entry.entity_id), **values)
+    if model is Doctor:
+        phone_entries = db.session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.entity == "doctor_phone",
+                AuditEntry.action == "DELETE",
+                AuditEntry.parent_entity == "doctor",
+                AuditEntry.parent_id == entry.entity_id,
+                AuditEntry.request_id == entry.request_id,
+            )
+        ).all()
+        for pe in phone_entries:
+            recorded = {k: v[0] for k, v in (pe.changes or {}).items()}
+            obj.phones.append(
+                DoctorPhone(
+                    number=recorded.get("number"),
+                    kind=recorded.get("kind") or "MOBILE",
+                    is_primary=bool(recorded.get("is_primary")),
+                )
+            )
+    with audit_as("RESTORE", {"restored_from_entry": entry.id}):
+        db.session.add(obj)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            db.session.rollback()
+            raise RestoreError(
+                _("It cannot be restored: it conflicts with a record that exists now.")
+            ) from None
+    return obj
+
+
+def revert_update(entry_id: int) -> Any:
+    """Put back the old values of one update, if the fields still hold what it wrote."""
+    entry = _load_entry(entry_id, "UPDATE")
+    model = ENTITY_MODELS[entry.entity]
+    obj = db.session.get(model, int(entry.entity_id))
+    if obj is None:
+        raise RestoreError(_("The record no longer exists: restore it first."))
+    changes = entry.changes or {}
+    if "password" in changes:
+        raise RestoreError(_("A password change cannot be reverted; set a new password."))
+    if "roles" in changes or model is User:
+        raise RestoreError(_("Change the user's roles and status in the Users page."))
+    columns = inspect(model).columns
+    changed_since = [
+        k for k, (_old, new) in changes.items() if k in columns and jsonable(getattr(obj, k)) != new
+    ]
+    if changed_since:
+        raise RestoreError(
+            _(
+                "It cannot be reverted: %(fields)s changed again since this entry.",
+                fields=", ".join(sorted(changed_since)),
+            )
+        )
+    old_values = {k: _column_value(model, k, v[0]) for k, v in changes.items() if k in columns}
+    clash = _unique_conflict(model, old_values, exclude_id=obj.id)
+    if clash:
+        raise RestoreError(
+            _(
+                "It cannot be reverted: another record now has the same %(field)s.",
+                field=clash,
+            )
+        )
+    with audit_as("REVERT", {"reverts_entry": entry.id}):
+        for key, value in old_values.items():
+            setattr(obj, key, value)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            db.session.rollback()
+            message = _("It cannot be reverted: it conflicts with current data.")
+            raise RestoreError(message) from None
+    return obj
