@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import pytest
@@ -15,7 +17,7 @@ from sqlalchemy import create_engine, insert, select, text
 from backoffice.admin_views.patient import PatientView
 from backoffice.extensions import db
 from backoffice.models import Patient, RoleName
-from tests.conftest import AuthActions, form_token
+from tests.conftest import PASSWORD, AuthActions, csrf_token_from, form_token
 from tests.factories import make_patient
 
 # Values that stand for patient data: none may reach a page they do not belong on, nor a log.
@@ -222,23 +224,64 @@ def test_healthz_answers_without_login_and_says_only_ok(client):
     assert "Set-Cookie" not in response.headers  # no session is started for a probe
 
 
-def test_healthz_says_503_when_the_database_is_unreachable(app, client):
+@contextmanager
+def database_unreachable() -> Iterator[None]:
+    """Point the app at a server that refuses connections, as when the database goes down.
+
+    Not monkeypatch: pytest-flask's own fixtures hold it, and its undo would run after the
+    per-test transaction fixture has already put the real engine back.
+    """
     unreachable = create_engine(
         "postgresql+psycopg2://nobody:not-a-password@127.0.0.1:1/none",
         connect_args={"connect_timeout": 2},
     )
-    # Not monkeypatch: pytest-flask's own fixtures hold it, and its undo would run after the
-    # per-test transaction fixture has already put the real engine back.
     engines = db.engines
     bound = engines[None]
     engines[None] = unreachable
     try:
-        response = client.get("/healthz")
+        yield
     finally:
         engines[None] = bound
         unreachable.dispose()
+
+
+def test_healthz_says_503_when_the_database_is_unreachable(client):
+    with database_unreachable():
+        response = client.get("/healthz")
     assert response.status_code == 503
     body = response.get_data(as_text=True)
     assert json.loads(body) == {"status": "unavailable"}
     for detail in ("127.0.0.1", "nobody", "not-a-password", "psycopg2", "Operational"):
         assert detail not in body
+
+
+def test_a_database_outage_gives_clean_pages_not_a_crash(
+    client, caplog, unexpected_errors_are_500s
+):
+    """The error page itself needs the user (menu, language): it must not fail a second time."""
+    AuthActions(client).as_role(RoleName.OPERATOR, email="outage@test.example.com")
+    caplog.set_level(logging.INFO)
+    with database_unreachable():
+        listing = client.get(f"/admin/patient/?search={SECRET_LAST_NAME}")
+        login_page = client.get("/login")
+        token = csrf_token_from(login_page.get_data(as_text=True))
+        attempt = client.post(
+            "/login",
+            data={"email": "outage@test.example.com", "password": PASSWORD, "csrf_token": token},
+        )
+    # the session cannot be checked: the user is treated as logged out, never let in
+    assert listing.status_code == 302
+    assert listing.headers["Location"].startswith("/login")
+    assert login_page.status_code == 200
+    assert attempt.status_code == 500
+    page = attempt.get_data(as_text=True)
+    assert "Something went wrong" in page
+    assert not TRACEBACK.search(page) and not SQL.search(page)
+    assert "127.0.0.1" not in page and "Operational" not in page
+    assert "no-store" in attempt.headers["Cache-Control"]
+    assert "frame-ancestors 'none'" in attempt.headers["Content-Security-Policy"]
+    log = logged(caplog)
+    assert "Unhandled OperationalError on POST /login" in log
+    assert "database unavailable (OperationalError)" in log
+    assert SECRET_LAST_NAME not in log and "outage@test.example.com" not in log
+    assert PASSWORD not in log

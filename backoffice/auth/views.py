@@ -7,6 +7,7 @@ absolute lifetimes are checked on the server from timestamps inside the signed s
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy.exc import SQLAlchemyError
 
 from backoffice.auth.events import security_event
 from backoffice.auth.forms import LoginForm
@@ -34,6 +36,7 @@ from backoffice.models import User
 from backoffice.models.user import touch_last_login
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger("backoffice.auth")
 
 LOGIN_FAILED_MESSAGE = _l("Invalid email or password.")
 
@@ -66,7 +69,16 @@ def init_login(app: Flask) -> None:
         user_id, _sep, token = user_key.partition(":")
         if not user_id.isdigit() or not token:
             return None
-        user = db.session.get(User, int(user_id))
+        try:
+            user = db.session.get(User, int(user_id))
+        except SQLAlchemyError as exc:
+            # Fail closed: the request goes on as anonymous (login page) instead of raising again
+            # from inside the 500 page, which loads the user for its menu and locale; a second
+            # error there escapes Flask's handler and reaches the server's log with the first
+            # one (and whatever patient values its SQL parameters held) chained to it.
+            db.session.rollback()
+            log.warning("user loader: database unavailable (%s)", type(exc).__name__)
+            return None
         if user is None or not user.active or user.session_token != token:
             return None
         return user
