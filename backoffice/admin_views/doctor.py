@@ -6,7 +6,9 @@ import re
 from typing import Any
 
 from flask_admin.contrib.sqla import tools
+from flask_admin.contrib.sqla.fields import InlineModelFormList
 from flask_admin.contrib.sqla.filters import BooleanEqualFilter, EnumEqualFilter, FilterLike
+from flask_admin.contrib.sqla.form import InlineModelConverter
 from flask_admin.model.form import InlineFormAdmin
 from sqlalchemy import Unicode, cast, or_
 from wtforms.validators import DataRequired
@@ -19,6 +21,33 @@ from backoffice.models import Clinic, Doctor, DoctorPhone, Specialty
 from backoffice.validation import RuleError, blank_to_none, normalize_email, normalize_phone
 
 _PHONE_LIKE = re.compile(r"^[\d\s()+.\-]*\d[\d\s()+.\-]*$")
+
+
+class PhoneRowsField(InlineModelFormList):
+    """The inline phone rows; rows marked for deletion are deleted first, in a flush of their own.
+
+    The unit of work writes inserts and updates before deletes: a number removed from one row and
+    typed into another (or added again as a new row) in the same save would otherwise collide
+    with itself on the (doctor, number) unique key. This runs inside the view's save, after its
+    checks and within its error handling.
+    """
+
+    def populate_obj(self, obj: Any, name: str) -> None:
+        removed_ids = {
+            str(entry.form.id.data)
+            for entry in self.entries
+            if self.should_delete(entry) and entry.form.id.data
+        }
+        if removed_ids:
+            for phone in [p for p in getattr(obj, name) if str(p.id) in removed_ids]:
+                getattr(obj, name).remove(phone)  # delete-orphan: deleted by this flush
+            db.session.flush()
+            self.entries = [e for e in self.entries if not self.should_delete(e)]
+        super().populate_obj(obj, name)
+
+
+class PhoneRowsConverter(InlineModelConverter):
+    inline_field_list_type = PhoneRowsField
 
 
 class PhoneInlineForm(InlineFormAdmin):
@@ -115,6 +144,7 @@ class DoctorView(SecuredModelView):
         "clinic": {"fields": ("name", "city"), "order_by": "name", "page_size": 20},
     }
     inline_models = (PhoneInlineForm(DoctorPhone),)
+    inline_model_form_converter = PhoneRowsConverter
 
     def init_search(self) -> bool:
         supported = super().init_search()
@@ -153,31 +183,6 @@ class DoctorView(SecuredModelView):
             if count_query is not None:
                 count_query = count_query.filter(or_(*clauses))
         return query, count_query, joins, count_joins
-
-    def update_model(self, form: Any, model: Doctor) -> bool:
-        """Save, removing the phone rows marked for deletion first, in a flush of their own.
-
-        The unit of work writes inserts and updates before deletes: a number removed from one row
-        and typed into another in the same save would otherwise collide with itself.
-        """
-        phones = getattr(form, "phones", None)
-        removed_ids = {
-            str(entry.form.id.data)
-            for entry in (phones.entries if phones is not None else [])
-            if phones.should_delete(entry) and entry.form.id.data
-        }
-        if removed_ids:
-            try:
-                for phone in [p for p in model.phones if str(p.id) in removed_ids]:
-                    model.phones.remove(phone)  # delete-orphan: deleted by this flush
-                db.session.flush()
-            except Exception as exc:  # noqa: BLE001 - reported like any failed save
-                db.session.rollback()
-                if not self.handle_view_exception(exc):
-                    raise
-                return False
-            phones.entries = [e for e in phones.entries if not phones.should_delete(e)]
-        return super().update_model(form, model)
 
     def validate_form(self, form: Any) -> bool:
         """The same number twice on one doctor is an error on the repeated row."""
