@@ -8,10 +8,12 @@ a message a person understands. WTForms runs filters before validators and turns
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date
 from typing import TypeVar
 
+import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, has_app_context
@@ -21,6 +23,16 @@ from backoffice.i18n import _
 MIN_BIRTH_DATE = date(1900, 1, 1)
 DEFAULT_PHONE_REGION = "MX"
 _CODE_RE = re.compile(r"^[A-Z0-9_]+$")
+_ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_SPACES_RE = re.compile(r"\s+")
+_LETTERS_RE = re.compile(r"[A-Za-z]")
+
+# The common shape of an address (ASCII dot-atom @ ASCII host name): email_validator accepts it
+# unchanged but for the domain's case, so the bulk import (a million addresses) need not run
+# the full validator on each. Anything else, or any doubt, goes through email_validator.
+_ATEXT = r"[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?"  # at most 63 characters
+_PLAIN_EMAIL_RE = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})+")
 
 E = TypeVar("E")
 
@@ -56,7 +68,7 @@ def normalize_phone(raw: str | None, region: str | None = None) -> str | None:
     if value is None:
         return None
     value = str(value)
-    if re.search(r"[A-Za-z]", value.replace("ext", "")):
+    if _LETTERS_RE.search(value.replace("ext", "")):
         raise RuleError(_("'%(value)s' is not a phone number: it contains letters.", value=value))
     try:
         parsed = phonenumbers.parse(value, region or phone_region())
@@ -81,11 +93,31 @@ def normalize_email(raw: str | None) -> str | None:
     value = blank_to_none(raw)
     if value is None:
         return None
+    if isinstance(value, str) and _is_plain_email(value):
+        return value.lower()
     try:
         result = validate_email(str(value), check_deliverability=False)
     except EmailNotValidError:
         raise RuleError(_("'%(value)s' is not a valid email address.", value=value)) from None
     return result.normalized.lower()
+
+
+def _is_plain_email(value: str) -> bool:
+    """True when email_validator would accept ``value`` and normalise it to ``value.lower()``
+    (mirrors its rules for ASCII addresses: lengths, labels, TLD, reserved names)."""
+    if len(value) > 254 or not _PLAIN_EMAIL_RE.fullmatch(value):
+        return False
+    domain = value[value.index("@") + 1 :].lower()
+    # "xn--" (Punycode) and other "ab--" labels get email_validator's own checks.
+    if "--" in domain or len(domain) > 253 or not domain[-1].isalpha():
+        return False
+    # Read the reserved names each time: callers may change email_validator's list.
+    return not ("." + domain).endswith(_dotted(tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)))
+
+
+@functools.lru_cache(maxsize=8)
+def _dotted(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple("." + name for name in names)
 
 
 def check_birth_date(value: date | None) -> date | None:
@@ -107,7 +139,7 @@ def parse_iso_date(raw: str | None) -> date | None:
     if isinstance(value, date):
         return value
     text = str(value)
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+    if not _ISO_DATE_RE.fullmatch(text):
         raise RuleError(_("'%(value)s' is not a date; expected YYYY-MM-DD.", value=text))
     try:
         return date.fromisoformat(text)
@@ -120,7 +152,7 @@ def normalize_body_part(raw: str | None) -> str | None:
     value = blank_to_none(raw)
     if value is None:
         return None
-    code = re.sub(r"\s+", "_", str(value).upper())
+    code = _SPACES_RE.sub("_", str(value).upper())
     if not _CODE_RE.match(code):
         raise RuleError(
             _(
@@ -136,12 +168,11 @@ def parse_code(enum_cls: type[E], raw: object) -> E:
     if isinstance(raw, enum_cls):
         return raw
     value = blank_to_none(raw)
-    codes = [m.value for m in enum_cls]  # type: ignore[attr-defined]
     if value is not None:
-        key = str(value).upper()
-        for member in enum_cls:  # type: ignore[attr-defined]
-            if member.value == key:
-                return member
+        member = _members_by_code(enum_cls).get(str(value).upper())
+        if member is not None:
+            return member
+    codes = [m.value for m in enum_cls]  # type: ignore[attr-defined]
     raise RuleError(
         _(
             "'%(value)s' is not one of the allowed codes: %(allowed)s.",
@@ -149,3 +180,8 @@ def parse_code(enum_cls: type[E], raw: object) -> E:
             allowed=", ".join(codes),
         )
     )
+
+
+@functools.cache
+def _members_by_code(enum_cls: type[E]) -> dict[str, E]:
+    return {m.value: m for m in enum_cls}  # type: ignore[attr-defined]
