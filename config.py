@@ -88,6 +88,15 @@ class Config:
         self.TRUSTED_PROXY_COUNT = _env_int("TRUSTED_PROXY_COUNT", 0)
         self.MAX_CONTENT_LENGTH = _env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
         self.IMPORT_MAX_ROWS = _env_int("IMPORT_MAX_ROWS", 1_000_000)
+        # Uploaded files wait under the instance folder (a folder per user) between preview and
+        # confirm; removed after the confirm or after this many minutes.
+        self.IMPORT_UPLOAD_DIR = env("IMPORT_UPLOAD_DIR") or None
+        self.IMPORT_UPLOAD_TTL_MINUTES = _env_int("IMPORT_UPLOAD_TTL_MINUTES", 120)
+        self.IMPORT_USER_QUOTA_BYTES = _env_int("IMPORT_USER_QUOTA_BYTES", 150 * 1024 * 1024)
+        # Imports run as RQ jobs on this Redis when set; otherwise the same job runs in-process.
+        self.RQ_REDIS_URL = env("RQ_REDIS_URL") or None
+        self.RQ_IMPORT_QUEUE = env("RQ_IMPORT_QUEUE", "imports")
+        self.IMPORT_JOB_TIMEOUT = _env_int("IMPORT_JOB_TIMEOUT", 3600)
         self.DEMO_PASSWORD = env("DEMO_PASSWORD", "clinic-demo-2026")
         self.LOG_LEVEL = env("LOG_LEVEL", "INFO")
         self.DEBUG = _env_bool("FLASK_DEBUG", False)
