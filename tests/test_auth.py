@@ -222,6 +222,8 @@ def test_the_per_address_limit_answers_429(client, small_login_limit):
     response = auth.login(user.email, PASSWORD)  # right password, but from the same address
     assert response.status_code == 429
     assert "Too many attempts" in response.get_data(as_text=True)
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
     assert is_sent_to_login(client.get("/admin/"))
     assert fresh(user).last_login_at is None
     assert client.get("/login").status_code == 200  # only the POSTs are counted
