@@ -23,7 +23,7 @@ def init_admin(app: Flask) -> Admin:
     admin = Admin(
         app,
         name=app.config["BACKOFFICE_NAME"],
-        theme=Bootstrap4Theme(swatch="flatly", fluid=True),
+        theme=Bootstrap4Theme(swatch="cerulean", fluid=True),
         index_view=DashboardView(name=_l("Dashboard"), url="/admin", endpoint="admin"),
         csp_nonce_generator=csp_nonce,
     )
