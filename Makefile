@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: install run test test-postgres lint format e2e bench translations clean
+.PHONY: install run test test-postgres lint format e2e bench clean \
+	translations translations-extract translations-update translations-compile
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -18,18 +19,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-run: install
+run: install translations-compile
 	$(FLASK) db upgrade
 	$(FLASK) seed --demo-users
 	@echo "Back office on http://$(HOST):$(PORT)/admin/"
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
-test: install
+test: install translations-compile
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The same suite against PostgreSQL (defaults to the local server's `test` database).
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
-test-postgres: install
+test-postgres: install translations-compile
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -48,3 +49,14 @@ clean:
 .PHONY: check-deploy
 check-deploy: install
 	bash scripts/check_deploy.sh
+
+# Translations: .po files are in git, .mo files are built (install, CI, Dockerfile).
+translations-extract: install
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -k _ -k gettext -k ngettext:1,2 \
+		--no-location --sort-output -o backoffice/translations/messages.pot .
+translations-update: translations-extract
+	$(BIN)/pybabel update -i backoffice/translations/messages.pot -d backoffice/translations \
+		-D messages --no-fuzzy-matching
+translations-compile: install
+	@$(BIN)/pybabel compile -f -d backoffice/translations -D messages
+translations: translations-update translations-compile

@@ -111,6 +111,11 @@ def register_blueprints(app: Flask) -> None:
     from backoffice.auth import bp as auth_bp
 
     app.register_blueprint(auth_bp)
+    from backoffice.locale import bp as locale_bp
+    from backoffice.locale import template_globals
+
+    app.register_blueprint(locale_bp)
+    app.jinja_env.globals.update(template_globals())
 
     @app.route("/")
     def root() -> Any:

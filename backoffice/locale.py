@@ -1,13 +1,29 @@
-"""Locale and time-zone selection for Flask-Babel."""
+"""Language and time zone: Flask-Babel's selectors and the language switcher."""
 
 from __future__ import annotations
 
-from flask import current_app, has_request_context, request, session
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    has_request_context,
+    redirect,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import get_locale
 from flask_login import current_user
+
+bp = Blueprint("locale", __name__)
+
+LANGUAGE_NAMES = {"en": "English", "es": "Español", "fr": "Français"}
 
 
 def select_locale() -> str:
-    """The user's saved choice, then the session's switcher choice, then the browser, then en."""
+    """The user's saved choice, then this session's choice, then the browser, then English."""
     languages = current_app.config["LANGUAGES"]
     if not has_request_context():
         return current_app.config["BABEL_DEFAULT_LOCALE"]
@@ -17,10 +33,35 @@ def select_locale() -> str:
     chosen = session.get("locale")
     if chosen in languages:
         return chosen
-    return (
-        request.accept_languages.best_match(languages) or current_app.config["BABEL_DEFAULT_LOCALE"]
-    )
+    return request.accept_languages.best_match(languages) or current_app.config[
+        "BABEL_DEFAULT_LOCALE"
+    ]
 
 
 def select_timezone() -> str:
     return current_app.config["BABEL_DEFAULT_TIMEZONE"]
+
+
+@bp.route("/language", methods=["POST"])
+def set_language() -> Any:
+    """Remember the chosen language: on the user when logged in, in the session otherwise."""
+    from backoffice.auth.views import is_safe_next
+    from backoffice.extensions import db
+
+    lang = request.form.get("lang", "")
+    if lang not in current_app.config["LANGUAGES"]:
+        abort(400)
+    session["locale"] = lang
+    if current_user.is_authenticated:
+        current_user.locale = lang
+        db.session.commit()
+    target = request.form.get("next", "")
+    return redirect(target if is_safe_next(target) else url_for("admin.index"))
+
+
+def template_globals() -> dict[str, Any]:
+    return {
+        "current_locale": lambda: str(get_locale() or "en"),
+        "language_names": LANGUAGE_NAMES,
+        "display_timezone": lambda: current_app.config["BABEL_DEFAULT_TIMEZONE"],
+    }
