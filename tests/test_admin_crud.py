@@ -5,7 +5,7 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from html.parser import HTMLParser
 
 import pytest
@@ -706,7 +706,9 @@ def test_study_list_is_newest_first_and_pages_do_not_overlap(client, admin):
     db.session.commit()
     first = client.get("/admin/study/?page_size=10").get_data(as_text=True)
     second = client.get("/admin/study/?page_size=10&page=1").get_data(as_text=True)
-    dates = column(first, "study_date") + column(second, "study_date")
+    # dates are shown in the user's locale (English here: "Jan 1, 2026")
+    shown = column(first, "study_date") + column(second, "study_date")
+    dates = [datetime.strptime(d, "%b %d, %Y").date().isoformat() for d in shown]
     assert dates == sorted(dates, reverse=True)
     descriptions = column(first, "description") + column(second, "description")
     assert len(column(first, "description")) == 10

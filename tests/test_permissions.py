@@ -88,6 +88,7 @@ PUBLIC = {
     ("auth.logout", "POST"): "any logged-in user may log out",
     ("root", "GET"): "redirects to the dashboard",
     ("healthz", "GET"): "says only that the app and database are up",
+    ("locale.set_language", "POST"): "anyone may choose the language of their own pages",
     ("static", "GET"): "CSS and JavaScript",
     ("admin.static", "GET"): "Flask-Admin's CSS and JavaScript",
 }

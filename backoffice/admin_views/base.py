@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
@@ -19,7 +20,7 @@ from flask_admin.contrib.sqla.form import AdminModelConverter
 from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
 from flask_admin.form import Select2Field
 from flask_admin.model.form import converts
-from flask_babel import format_datetime
+from flask_babel import format_date, format_datetime
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup, escape
@@ -28,6 +29,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from wtforms import HiddenField
 from wtforms import validators as wtf_validators
 
+from backoffice.admin_views.export import ExportMixin
 from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
 from backoffice.i18n import _
@@ -106,6 +108,23 @@ def _enum_label(view: Any, value: LabeledEnum, name: str | None = None) -> str:
     return value.label
 
 
+def _locale_datetime(view: Any, value: datetime, name: str | None = None) -> str:
+    return format_datetime(value, "short")
+
+
+def _locale_date(view: Any, value: date, name: str | None = None) -> str:
+    return format_date(value, "medium")
+
+
+# Codes shown as translated labels, dates in the user's locale (datetime before date: it is one).
+TYPE_FORMATTERS = {
+    LabeledEnum: _enum_label,
+    datetime: _locale_datetime,
+    date: _locale_date,
+    **DEFAULT_FORMATTERS,
+}
+
+
 class BackofficeModelConverter(AdminModelConverter):
     """Enum columns become select boxes that show translated labels but submit codes."""
 
@@ -128,7 +147,7 @@ class BackofficeModelConverter(AdminModelConverter):
         return Select2Field(**field_args)
 
 
-class SecuredModelView(SecuredViewMixin, ModelView):
+class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
     """Base of every model view: roles, CSRF, stable sorting, and errors that leak nothing."""
 
     endpoint_permissions = MODEL_ENDPOINT_PERMISSIONS
@@ -137,8 +156,8 @@ class SecuredModelView(SecuredViewMixin, ModelView):
 
     form_base_class = SecureForm
     model_form_converter = BackofficeModelConverter
-    column_type_formatters = {LabeledEnum: _enum_label, **DEFAULT_FORMATTERS}
-    column_type_formatters_detail = {LabeledEnum: _enum_label, **DEFAULT_FORMATTERS}
+    column_type_formatters = TYPE_FORMATTERS
+    column_type_formatters_detail = TYPE_FORMATTERS
 
     page_size = 25
     can_set_page_size = True
@@ -166,7 +185,7 @@ class SecuredModelView(SecuredViewMixin, ModelView):
 
     @property
     def can_export(self) -> bool:  # type: ignore[override]
-        return False
+        return can(Perm.EXPORT)
 
     #: record who opens a record's details or edit page (patient data)
     audit_reads = False
