@@ -33,9 +33,20 @@ TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 test-postgres: install translations-compile
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Browser journeys in headless Chromium against a real server (Debian's chromium package).
+CHROMIUM ?= /usr/bin/chromium
+e2e: install translations-compile
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "make e2e needs Chromium at $(CHROMIUM)."; \
+		echo "Install Debian's package:  sudo apt-get install -y chromium"; \
+		echo "(or point CHROMIUM=/path/to/chromium; Playwright's own browser download is not used)"; \
+		exit 2; \
+	fi
+	CHROMIUM_PATH=$(CHROMIUM) $(BIN)/python -m pytest e2e -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: install
-	$(BIN)/ruff check backoffice tests bench config.py run.py
-	$(BIN)/ruff format --check backoffice tests bench config.py run.py
+	$(BIN)/ruff check backoffice tests e2e bench config.py run.py
+	$(BIN)/ruff format --check backoffice tests e2e bench config.py run.py
 
 format: install
 	$(BIN)/ruff format backoffice tests bench config.py run.py
