@@ -1,0 +1,696 @@
+"""The database side of an import: staging tables, matching by key, checks, and set-based writes.
+
+Validated rows go to a temporary staging table (COPY on PostgreSQL, executemany on SQLite);
+everything after that is a handful of statements over the whole table: existing records are found
+with joins, never row by row, and created and updated rows are written with INSERT ... SELECT and
+UPDATE ... FROM. The same statements run on both engines.
+"""
+
+# SQL here is built from table and column names that are constants of this module; every
+# value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+
+from backoffice.i18n import _
+from backoffice.models.base import UTCDateTime
+from backoffice.services.import_kinds import Kind
+
+STAGE = "import_stage"
+PHONES = "import_stage_phone"
+PROBLEMS = "import_problem"
+CHUNK = 5000
+
+
+class Db:
+    """The import's connection, with the few differences between engines in one place."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.pg = conn.dialect.name == "postgresql"
+        self.ne = "IS DISTINCT FROM" if self.pg else "IS NOT"
+        self.eq = "IS NOT DISTINCT FROM" if self.pg else "IS"
+
+    def run(self, sql: str, **params: Any) -> Any:
+        stmt = text(sql)
+        typed = [bindparam(k, type_=UTCDateTime()) for k in params if k in ("now", "since")]
+        if typed:
+            stmt = stmt.bindparams(*typed)
+        return self.conn.execute(stmt, params)
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        return self.run(sql, **params).scalar()
+
+    def stream(self, sql: str, **params: Any) -> Iterator[Sequence[Any]]:
+        """Rows in chunks, without holding the whole result (a server-side cursor on PG)."""
+        stmt = text(sql)
+        typed = [bindparam(k, type_=UTCDateTime()) for k in params if k in ("now", "since")]
+        if typed:
+            stmt = stmt.bindparams(*typed)
+        result = self.conn.execute(
+            stmt, params, execution_options={"stream_results": True, "yield_per": CHUNK}
+        )
+        yield from result.partitions(CHUNK)
+
+    def load(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        """Append rows to a staging table: COPY on PostgreSQL, executemany on SQLite."""
+        if not rows:
+            return
+        if self.pg:
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(rows)
+            buf.seek(0)
+            cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.copy_expert(
+                    f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buf
+                )
+            finally:
+                cursor.close()
+        else:
+            marks = ", ".join("?" for _c in columns)
+            self.conn.exec_driver_sql(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                rows,
+            )
+
+    def date_type(self) -> str:
+        return "DATE" if self.pg else "TEXT"
+
+    def bool_type(self) -> str:
+        return "BOOLEAN" if self.pg else "INTEGER"
+
+
+class Field:
+    """A model column written from the stage: how it is compared, updated and defaulted."""
+
+    def __init__(
+        self,
+        column: str,
+        stage: str,
+        *,
+        keep_when_empty: bool = False,
+        default: str | None = None,
+        present: bool = True,
+    ) -> None:
+        self.column = column
+        self.stage = stage
+        self.keep_when_empty = keep_when_empty
+        self.default = default
+        self.present = present
+
+
+ProblemSink = Callable[[int, str | None, Any, str], None]
+
+
+class Plan:
+    """The SQL of one kind; subclasses say how rows are keyed and which references resolve."""
+
+    kind: Kind
+    table: str
+    extra_stage: tuple[tuple[str, str], ...] = ()  # resolved ids and the like
+
+    def __init__(self, db: Db, kind: Kind, present: set[str], add_problem: ProblemSink) -> None:
+        self.db = db
+        self.kind = kind
+        self.present = present
+        self.add_problem = add_problem
+        self.stage_columns = ["line"] + [f"c_{c.name}" for c in kind.columns]
+
+    # -- tables -------------------------------------------------------------------------
+    def column_type(self, name: str) -> str:
+        if name in ("birth_date", "study_date"):
+            return self.db.date_type()
+        if name == "active":
+            return self.db.bool_type()
+        return "TEXT"
+
+    def create_tables(self) -> None:
+        self.drop_tables()
+        temp = "TEMPORARY"
+        cols = ", ".join(f"c_{c.name} {self.column_type(c.name)}" for c in self.kind.columns)
+        extra = "".join(f", {name} {sqltype}" for name, sqltype in self.extra_stage)
+        self.db.run(
+            f"CREATE {temp} TABLE {STAGE} (line INTEGER PRIMARY KEY, {cols}{extra}, "
+            "target_id INTEGER, old_version INTEGER, action VARCHAR(8), "
+            "bad INTEGER NOT NULL DEFAULT 0)"
+        )
+        self.db.run(
+            f"CREATE {temp} TABLE {PROBLEMS} (seq INTEGER, line INTEGER, col TEXT, "
+            "value TEXT, message TEXT)"
+        )
+        self.db.run(f"CREATE INDEX ix_{PROBLEMS}_line ON {PROBLEMS} (line)")
+
+    def drop_tables(self) -> None:
+        for table in (STAGE, PHONES, PROBLEMS):
+            self.db.run(f"DROP TABLE IF EXISTS {table}")
+
+    def load(self, rows: list[tuple], extra: list[tuple] | None = None) -> None:
+        self.db.load(STAGE, self.stage_columns, rows)
+
+    def after_load(self) -> None:
+        if self.db.pg:
+            self.db.run(f"ANALYZE {STAGE}")
+        else:
+            self.db.run(f"CREATE INDEX ix_{STAGE}_target ON {STAGE} (target_id)")
+
+    # -- checks ---------------------------------------------------------------------------
+    def flag(self, sql: str, column: str | None, message: Callable[..., str], **params: Any) -> int:
+        """Each row of ``sql`` (line, value, *more) becomes a problem on that line."""
+        n = 0
+        for chunk in self.db.stream(sql, **params):
+            for row in chunk:
+                self.add_problem(row[0], column, row[1], message(*row[1:]))
+                n += 1
+        return n
+
+    def flag_duplicates(self, stage_expr: str, column: str, label: str | None = None) -> None:
+        """Two rows of the file with the same key are both refused: which one is right?"""
+        self.flag(
+            self.duplicates_sql([stage_expr], f"{stage_expr} IS NOT NULL", stage_expr),
+            column,
+            lambda value, first, n: _(
+                "%(column)s '%(value)s' is on %(n)d lines of this file (first on line "
+                "%(first)d): a record may appear only once.",
+                column=label or column,
+                value=value,
+                n=n,
+                first=first,
+            ),
+        )
+
+    @staticmethod
+    def duplicates_sql(key: Sequence[str], where: str, shown: str) -> str:
+        """(line, shown value, first line, count) of rows sharing ``key`` (NULLs equal)."""
+        return (
+            f"SELECT line, v, first_line, n FROM (SELECT line, {shown} AS v, "
+            f"min(line) OVER w AS first_line, count(*) OVER w AS n FROM {STAGE} "
+            f"WHERE {where} WINDOW w AS (PARTITION BY {', '.join(key)})) x "
+            "WHERE n > 1 ORDER BY line"
+        )
+
+    def resolve(
+        self,
+        target_col: str,
+        stage_col: str,
+        table: str,
+        key: str,
+        column: str,
+        message: Callable[[Any], str],
+    ) -> None:
+        """Fill an id from a name (clinic name, doctor email, patient MRN); unknown ones are
+        problems naming the missing key."""
+        self.db.run(
+            f"UPDATE {STAGE} SET {target_col} = t.id FROM {table} t "
+            f"WHERE t.{key} = {STAGE}.{stage_col}"
+        )
+        self.flag(
+            f"SELECT line, {stage_col} FROM {STAGE} WHERE {stage_col} IS NOT NULL "
+            f"AND {target_col} IS NULL ORDER BY line",
+            column,
+            message,
+        )
+
+    def fields(self) -> list[Field]:
+        raise NotImplementedError
+
+    def written_fields(self) -> list[Field]:
+        return [f for f in self.fields() if f.present]
+
+    def match(self) -> None:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Kind-specific checks that need the database (references, unique values)."""
+
+    def classify(self) -> None:
+        """create / update / same, comparing only the columns the file has."""
+        db = self.db
+        db.run(f"UPDATE {STAGE} SET action = 'create' WHERE target_id IS NULL")
+        differs = [
+            (
+                f"({STAGE}.{f.stage} IS NOT NULL AND {STAGE}.{f.stage} {db.ne} t.{f.column})"
+                if f.keep_when_empty
+                else f"{STAGE}.{f.stage} {db.ne} t.{f.column}"
+            )
+            for f in self.written_fields()
+        ] + self.extra_differences()
+        changed = " OR ".join(differs) or "1 = 0"
+        db.run(
+            f"UPDATE {STAGE} SET old_version = t.version, "
+            f"action = CASE WHEN ({changed}) THEN 'update' ELSE 'same' END "
+            f"FROM {self.table} t WHERE t.id = {STAGE}.target_id"
+        )
+
+    def extra_differences(self) -> list[str]:
+        return []
+
+    def flag_changed_since(self, since: Any, describe: Callable[[int], str]) -> None:
+        """Records edited after the preview are reported, never overwritten."""
+        self.flag(
+            f"SELECT s.line, s.target_id FROM {STAGE} s JOIN {self.table} t "
+            f"ON t.id = s.target_id WHERE t.updated_at > :since ORDER BY s.line",
+            None,
+            describe,
+            since=since,
+        )
+
+    def mark_bad(self) -> None:
+        self.db.run(f"UPDATE {STAGE} SET bad = 1 WHERE line IN (SELECT line FROM {PROBLEMS})")
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.run(
+            f"SELECT action, count(*) FROM {STAGE} WHERE bad = 0 GROUP BY action"
+        ).all()
+        found = {action: n for action, n in rows}
+        return {
+            "created": found.get("create", 0),
+            "updated": found.get("update", 0),
+            "unchanged": found.get("same", 0),
+        }
+
+    # -- writes ---------------------------------------------------------------------------
+    def insert_created(self, batch_id: int, now: Any) -> int:
+        fields = self.written_fields() + self.create_only_fields()
+        cols = ", ".join(f.column for f in fields)
+        values = ", ".join(
+            f"COALESCE(s.{f.stage}, {f.default})" if f.default else f"s.{f.stage}" for f in fields
+        )
+        result = self.db.run(
+            f"INSERT INTO {self.table} ({cols}, import_batch_id, version, created_at, "
+            f"updated_at) SELECT {values}, :batch, 1, :now, :now FROM {STAGE} s "
+            "WHERE s.action = 'create' AND s.bad = 0 ORDER BY s.line",
+            batch=batch_id,
+            now=now,
+        )
+        return result.rowcount
+
+    def create_only_fields(self) -> list[Field]:
+        """Columns a new record needs although the file does not have them (defaults)."""
+        return [
+            Field(f.column, f.stage, default=f.default)
+            for f in self.fields()
+            if not f.present and f.default
+        ]
+
+    def old_values_sql(self) -> str:
+        """(line, id, version, then old and new value of each written field) of updated rows."""
+        pairs = ", ".join(f"t.{f.column}, s.{f.stage}" for f in self.written_fields())
+        return (
+            f"SELECT s.line, t.id, t.version, {pairs} FROM {STAGE} s "
+            f"JOIN {self.table} t ON t.id = s.target_id "
+            "WHERE s.action = 'update' AND s.bad = 0 ORDER BY s.line"
+        )
+
+    def update_changed(self, now: Any) -> int:
+        sets = ", ".join(
+            f"{f.column} = COALESCE(s.{f.stage}, {self.table}.{f.column})"
+            if f.keep_when_empty
+            else f"{f.column} = s.{f.stage}"
+            for f in self.written_fields()
+        )
+        result = self.db.run(
+            f"UPDATE {self.table} SET {sets}, version = {self.table}.version + 1, "
+            f"updated_at = :now FROM {STAGE} s WHERE {self.table}.id = s.target_id "
+            f"AND s.action = 'update' AND s.bad = 0 AND {self.table}.version = s.old_version",
+            now=now,
+        )
+        return result.rowcount
+
+    def after_writes(self, batch_id: int, now: Any) -> None:
+        """Writes that follow the main ones (a doctor's phones)."""
+
+    def sample(self, limit: int) -> list[tuple]:
+        cols = ", ".join(self.stage_columns[1:])
+        return self.db.run(
+            f"SELECT line, action, {cols} FROM {STAGE} WHERE bad = 0 ORDER BY line LIMIT :n",
+            n=limit,
+        ).all()
+
+
+def today_literal() -> str:
+    return f"'{date.today().isoformat()}'"
+
+
+class ClinicPlan(Plan):
+    table = "clinic"
+
+    def fields(self) -> list[Field]:
+        p = self.present
+        return [
+            Field("name", "c_name"),
+            Field("address", "c_address", present="address" in p),
+            Field("city", "c_city", present="city" in p),
+            Field("phone", "c_phone", present="phone" in p),
+        ]
+
+    def match(self) -> None:
+        self.flag_duplicates("c_name", "name")
+        self.db.run(
+            f"UPDATE {STAGE} SET target_id = t.id FROM clinic t WHERE t.name = {STAGE}.c_name"
+        )
+
+
+class DoctorPlan(Plan):
+    table = "doctor"
+    extra_stage = (("clinic_id", "INTEGER"),)
+
+    def create_tables(self) -> None:
+        super().create_tables()
+        self.db.run(
+            f"CREATE TEMPORARY TABLE {PHONES} (line INTEGER, position INTEGER, "
+            "number TEXT, kind TEXT)"
+        )
+
+    def load(self, rows: list[tuple], extra: list[tuple] | None = None) -> None:
+        super().load(rows)
+        self.db.load(PHONES, ("line", "position", "number", "kind"), extra or [])
+
+    def after_load(self) -> None:
+        super().after_load()
+        self.db.run(f"CREATE INDEX ix_{PHONES}_line ON {PHONES} (line)")
+        if self.db.pg:
+            self.db.run(f"ANALYZE {PHONES}")
+
+    def fields(self) -> list[Field]:
+        p = self.present
+        return [
+            Field("email", "c_email"),
+            Field("first_name", "c_first_name"),
+            Field("last_name", "c_last_name"),
+            Field(
+                "specialty",
+                "c_specialty",
+                keep_when_empty=True,
+                default="'GENERAL_PRACTICE'",
+                present="specialty" in p,
+            ),
+            Field("licence_number", "c_licence_number", present="licence_number" in p),
+            Field("clinic_id", "clinic_id"),
+            Field(
+                "active",
+                "c_active",
+                keep_when_empty=True,
+                default="TRUE" if self.db.pg else "1",
+                present="active" in p,
+            ),
+        ]
+
+    def match(self) -> None:
+        self.flag_duplicates("c_email", "email")
+        if "licence_number" in self.present:
+            self.flag_duplicates("c_licence_number", "licence_number")
+        self.resolve(
+            "clinic_id",
+            "c_clinic",
+            "clinic",
+            "name",
+            "clinic",
+            lambda name: _(
+                "clinic '%(name)s' does not exist: add the clinic first, or check its name.",
+                name=name,
+            ),
+        )
+        self.db.run(
+            f"UPDATE {STAGE} SET target_id = t.id FROM doctor t WHERE t.email = {STAGE}.c_email"
+        )
+
+    def check(self) -> None:
+        if "licence_number" in self.present:
+            self.flag(
+                f"SELECT s.line, s.c_licence_number FROM {STAGE} s JOIN doctor t "
+                "ON t.licence_number = s.c_licence_number "
+                "WHERE s.target_id IS NULL OR t.id <> s.target_id ORDER BY s.line",
+                "licence_number",
+                lambda value: _(
+                    "licence_number '%(value)s' already belongs to another doctor.", value=value
+                ),
+            )
+
+    def extra_differences(self) -> list[str]:
+        # A number the doctor does not have yet makes the row an update.
+        return [
+            f"EXISTS (SELECT 1 FROM {PHONES} ph WHERE ph.line = {STAGE}.line AND NOT EXISTS "
+            f"(SELECT 1 FROM doctor_phone dp WHERE dp.doctor_id = {STAGE}.target_id "
+            "AND dp.number = ph.number))"
+        ]
+
+    def after_writes(self, batch_id: int, now: Any) -> None:
+        db = self.db
+        db.run(
+            f"UPDATE {STAGE} SET target_id = t.id FROM doctor t "
+            f"WHERE {STAGE}.action = 'create' AND {STAGE}.bad = 0 AND t.email = {STAGE}.c_email"
+        )
+        primary = "ph.position = 0" if db.pg else "(ph.position = 0)"
+        db.run(
+            "INSERT INTO doctor_phone (doctor_id, number, kind, is_primary) "
+            f"SELECT s.target_id, ph.number, ph.kind, {primary} AND NOT EXISTS "
+            "(SELECT 1 FROM doctor_phone p WHERE p.doctor_id = s.target_id AND p.is_primary) "
+            f"FROM {PHONES} ph JOIN {STAGE} s ON s.line = ph.line "
+            "WHERE s.bad = 0 AND s.action IN ('create', 'update') AND NOT EXISTS "
+            "(SELECT 1 FROM doctor_phone p WHERE p.doctor_id = s.target_id "
+            "AND p.number = ph.number) ORDER BY s.line, ph.position"
+        )
+
+    def old_phones(self, doctor_ids: Iterable[int]) -> dict[int, list[str]]:
+        ids = list(doctor_ids)
+        out: dict[int, list[str]] = {i: [] for i in ids}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows = self.db.conn.execute(
+                text("SELECT doctor_id, number FROM doctor_phone WHERE doctor_id IN :ids")
+                .bindparams(bindparam("ids", expanding=True))
+                .params(ids=part)
+            ).all()
+            for doctor_id, number in rows:
+                out[doctor_id].append(number)
+        return {k: sorted(v) for k, v in out.items()}
+
+    def file_phones(self, lines: Iterable[int]) -> dict[int, list[str]]:
+        lines = list(lines)
+        out: dict[int, list[str]] = {line: [] for line in lines}
+        for start in range(0, len(lines), 500):
+            part = lines[start : start + 500]
+            rows = self.db.conn.execute(
+                text(f"SELECT line, number FROM {PHONES} WHERE line IN :lines")
+                .bindparams(bindparam("lines", expanding=True))
+                .params(lines=part)
+            ).all()
+            for line, number in rows:
+                out[line].append(number)
+        return out
+
+
+class PatientPlan(Plan):
+    table = "patient"
+    extra_stage = (("clinic_id", "INTEGER"), ("doctor_id", "INTEGER"))
+
+    def fields(self) -> list[Field]:
+        p = self.present
+        return [
+            Field("mrn", "c_id", keep_when_empty=True, present="id" in p),
+            Field("first_name", "c_first_name"),
+            Field("last_name", "c_last_name"),
+            Field("birth_date", "c_birth_date"),
+            Field("email", "c_email", present="email" in p),
+            Field("clinic_id", "clinic_id", present="clinic" in p),
+            Field("referring_doctor_id", "doctor_id", present="referring_doctor" in p),
+        ]
+
+    def match(self) -> None:
+        db = self.db
+        if "id" in self.present:
+            self.flag_duplicates("c_id", "id")
+        if "email" in self.present:
+            self.flag_duplicates("c_email", "email")
+        if "clinic" in self.present:
+            self.resolve(
+                "clinic_id",
+                "c_clinic",
+                "clinic",
+                "name",
+                "clinic",
+                lambda name: _(
+                    "clinic '%(name)s' does not exist: add the clinic first, or check its name.",
+                    name=name,
+                ),
+            )
+        if "referring_doctor" in self.present:
+            self.resolve(
+                "doctor_id",
+                "c_referring_doctor",
+                "doctor",
+                "email",
+                "referring_doctor",
+                lambda email: _(
+                    "referring_doctor: no doctor has the email '%(email)s'.", email=email
+                ),
+            )
+        # By record number first; else by email, when one side has no record number.
+        if "id" in self.present:
+            db.run(
+                f"UPDATE {STAGE} SET target_id = t.id FROM patient t "
+                f"WHERE {STAGE}.c_id IS NOT NULL AND t.mrn = {STAGE}.c_id"
+            )
+        if "email" in self.present:
+            no_mrn = f"AND ({STAGE}.c_id IS NULL OR t.mrn IS NULL)" if "id" in self.present else ""
+            db.run(
+                f"UPDATE {STAGE} SET target_id = t.id FROM patient t "
+                f"WHERE {STAGE}.target_id IS NULL AND {STAGE}.c_email IS NOT NULL "
+                f"AND t.email = {STAGE}.c_email {no_mrn}"
+            )
+
+    def check(self) -> None:
+        if "email" in self.present:
+            self.flag(
+                f"SELECT s.line, s.c_email, t.mrn FROM {STAGE} s JOIN patient t "
+                "ON t.email = s.c_email WHERE s.target_id IS NULL OR t.id <> s.target_id "
+                "ORDER BY s.line",
+                "email",
+                lambda email, mrn: (
+                    _(
+                        "email '%(email)s' already belongs to another patient (record number "
+                        "%(mrn)s).",
+                        email=email,
+                        mrn=mrn,
+                    )
+                    if mrn
+                    else _("email '%(email)s' already belongs to another patient.", email=email)
+                ),
+            )
+
+
+class StudyPlan(Plan):
+    table = "study"
+    extra_stage = (("patient_id", "INTEGER"), ("doctor_id", "INTEGER"))
+
+    def fields(self) -> list[Field]:
+        p = self.present
+        return [
+            Field("patient_id", "patient_id"),
+            Field("urgency", "c_urgency_level"),
+            Field("study_type", "c_type"),
+            Field("body_part", "c_body_part"),
+            Field("description", "c_description", present="description" in p),
+            Field(
+                "study_date",
+                "c_study_date",
+                keep_when_empty=True,
+                default=today_literal(),
+                present="study_date" in p,
+            ),
+            Field(
+                "accession_number",
+                "c_accession_number",
+                keep_when_empty=True,
+                present="accession_number" in p,
+            ),
+            Field("ordering_doctor_id", "doctor_id", present="ordering_doctor" in p),
+        ]
+
+    def identity(self, with_date: bool) -> str:
+        desc = "COALESCE(t.description, '') = COALESCE(s.c_description, '')"
+        if "description" not in self.present:
+            desc = "1 = 1"
+        cols = [
+            "t.patient_id = s.patient_id",
+            "t.study_type = s.c_type",
+            "t.body_part = s.c_body_part",
+            "t.urgency = s.c_urgency_level",
+            desc,
+        ]
+        if with_date:
+            cols.append("t.study_date = s.c_study_date")
+        return " AND ".join(cols)
+
+    def match(self) -> None:
+        db = self.db
+        if "accession_number" in self.present:
+            self.flag_duplicates("c_accession_number", "accession_number")
+        self.resolve(
+            "patient_id",
+            "c_patient_id",
+            "patient",
+            "mrn",
+            "patient_id",
+            lambda mrn: _("patient_id '%(mrn)s': no patient has this record number.", mrn=mrn),
+        )
+        if "ordering_doctor" in self.present:
+            self.resolve(
+                "doctor_id",
+                "c_ordering_doctor",
+                "doctor",
+                "email",
+                "ordering_doctor",
+                lambda email: _(
+                    "ordering_doctor: no doctor has the email '%(email)s'.", email=email
+                ),
+            )
+        # Rows without an accession number are keyed by what the study is: two identical rows
+        # of one patient are the same study written twice.
+        key = ["c_patient_id", "c_type", "c_body_part", "c_urgency_level"]
+        key += [c for c in ("c_description", "c_study_date") if c[2:] in self.present]
+        accession_empty = (
+            "c_accession_number IS NULL" if "accession_number" in self.present else "1 = 1"
+        )
+        self.flag(
+            self.duplicates_sql(key, accession_empty, "c_patient_id"),
+            None,
+            lambda mrn, first, n: _(
+                "the same study of patient '%(mrn)s' is on %(n)d lines of this file (first on "
+                "line %(first)d): a study may appear only once.",
+                mrn=mrn,
+                n=n,
+                first=first,
+            ),
+        )
+        if "accession_number" in self.present:
+            db.run(
+                f"UPDATE {STAGE} SET target_id = t.id FROM study t "
+                f"WHERE {STAGE}.c_accession_number IS NOT NULL "
+                f"AND t.accession_number = {STAGE}.c_accession_number"
+            )
+        # Else the patient's identical study (the oldest when there are several); a row with an
+        # accession number only takes a study that has none.
+        for with_date in (True, False):
+            if "study_date" in self.present:
+                date_cond = f"s.c_study_date IS {'NOT ' if with_date else ''}NULL"
+            elif with_date:
+                continue
+            else:
+                date_cond = "1 = 1"
+            acc = (
+                "AND (s.c_accession_number IS NULL OR t.accession_number IS NULL)"
+                if "accession_number" in self.present
+                else ""
+            )
+            db.run(
+                f"UPDATE {STAGE} SET target_id = m.id FROM (SELECT s.line AS line, "
+                f"min(t.id) AS id FROM {STAGE} s JOIN study t ON {self.identity(with_date)} "
+                f"WHERE s.target_id IS NULL AND {date_cond} {acc} GROUP BY s.line) m "
+                f"WHERE m.line = {STAGE}.line"
+            )
+
+
+PLANS: dict[str, type[Plan]] = {
+    "clinics": ClinicPlan,
+    "doctors": DoctorPlan,
+    "patients": PatientPlan,
+    "studies": StudyPlan,
+}
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
