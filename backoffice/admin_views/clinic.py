@@ -46,6 +46,13 @@ class ClinicView(SecuredModelView):
     }
     column_formatters_detail = {"doctors": _doctors}
     form_columns = ("name", "address", "city", "phone")
+    # The bulk upload's column names, so that an exported file can be uploaded again.
+    export_columns = (
+        ("name", Clinic.name),
+        ("address", Clinic.address),
+        ("city", Clinic.city),
+        ("phone", Clinic.phone),
+    )
     # The form applies the model's own rules first, so "unique" and "required" are checked on the
     # value that would be stored ("  Roma  Norte " is a duplicate of "Roma Norte", "   " is empty)
     # and reported next to the field instead of failing in the database.

@@ -140,6 +140,17 @@ class PatientView(SecuredModelView):
         "email": {"filters": [normalize_email]},
         "birth_date": {"validators": [_birth_date_not_out_of_bounds]},
     }
+    # The bulk upload's column names (``id`` is the MRN there), so that an exported file can be
+    # uploaded again and change nothing; related records by their natural keys.
+    export_columns = (
+        ("id", Patient.mrn),
+        ("first_name", Patient.first_name),
+        ("last_name", Patient.last_name),
+        ("birth_date", Patient.birth_date),
+        ("email", Patient.email),
+        ("referring_doctor", (Patient.referring_doctor, Doctor.email)),
+        ("clinic", (Patient.clinic, Clinic.name)),
+    )
     form_ajax_refs = {
         "referring_doctor": {
             "fields": ("last_name", "first_name", "email"),

@@ -17,7 +17,7 @@ from wtforms.validators import DataRequired
 from backoffice.admin_views.base import SecuredModelView
 from backoffice.admin_views.formatters import relation_link, urgency_formatter
 from backoffice.i18n import _l
-from backoffice.models import Clinic, Patient, Study, StudyType, Urgency
+from backoffice.models import Clinic, Doctor, Patient, Study, StudyType, Urgency
 from backoffice.validation import blank_to_none, normalize_body_part
 
 
@@ -141,6 +141,19 @@ class StudyView(SecuredModelView):
         },
         "accession_number": {"filters": [blank_to_none]},
     }
+    # The bulk upload's column names (``patient_id`` is the patient's MRN there), so that an
+    # exported file can be uploaded again and change nothing.
+    export_columns = (
+        ("patient_id", (Study.patient, Patient.mrn)),
+        ("study_date", Study.study_date),
+        ("urgency_level", Study.urgency),
+        ("type", Study.study_type),
+        ("body_part", Study.body_part),
+        ("description", Study.description),
+        ("ordering_doctor", (Study.ordering_doctor, Doctor.email)),
+        ("accession_number", Study.accession_number),
+    )
+    export_file_stem = "studies"
     form_ajax_refs = {
         "patient": {
             "fields": ("last_name", "first_name", "mrn", "email"),
