@@ -132,15 +132,22 @@ def test_headers_on_static_files(client, path):
     assert_security_headers(response, page=False)
 
 
-def test_headers_on_redirects_and_the_export_endpoint(client):
-    # No view offers a CSV export yet (can_export is off): the endpoint answers with a redirect,
-    # which must carry the same headers as the file will.
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_headers_on_a_download(client, kind):
     AuthActions(client).as_role(RoleName.MANAGER, email="headers-csv@test.example.com")
     make_patient("Descarga", "Header")
-    response = client.get("/admin/patient/export/csv/")
-    assert response.status_code in (200, 302)
+    response = client.get(f"/admin/patient/export/{kind}/")
+    assert response.status_code == 200
+    assert "attachment" in response.headers["Content-Disposition"]
+    data = response.get_data()
+    assert b"Descarga" in data if kind == "csv" else data[:2] == b"PK"
     assert_security_headers(response)
-    assert_security_headers(client.get("/"))  # the root redirect
+
+
+def test_headers_on_a_redirect(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert_security_headers(response)
 
 
 def _pages(client: FlaskClient) -> dict[str, str]:
