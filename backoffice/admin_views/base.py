@@ -205,6 +205,10 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
             )
             record_event("VIEW", self._entity_name(), obj.id, details={"page": page})
             db.session.commit()
+        if obj is not None and hasattr(obj, "version") and "_version_at_load" not in vars(obj):
+            # what the edit form's opened version is compared with, even after an earlier flush
+            # in the same save (a doctor's removed phones) has bumped the version
+            obj._version_at_load = obj.version
         return obj
 
     def _entity_name(self) -> str:
@@ -224,14 +228,22 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
             form.opened_version.data = obj.version if obj is not None else ""
 
     def update_model(self, form: Any, model: Any) -> bool:
-        if hasattr(form, "opened_version"):
-            opened = (form.opened_version.data or "").strip()
-            if opened.isdigit() and int(opened) != model.version:
-                # The re-rendered form keeps the old version: saving it again conflicts again.
-                flash(self._conflict_message(model, int(opened)), "error")
-                return False
-            del form.opened_version  # not a column: keep it out of populate_obj
-        return super().update_model(form, model)
+        if not hasattr(form, "opened_version"):
+            return super().update_model(form, model)
+        opened = (form.opened_version.data or "").strip()
+        current = vars(model).get("_version_at_load", model.version)
+        if opened.isdigit() and int(opened) != current:
+            # The re-rendered form keeps the old version: saving it again conflicts again.
+            flash(self._conflict_message(model, int(opened)), "error")
+            db.session.rollback()  # whatever this save flushed already (removed phones) goes
+            return False
+        # Not a column: kept out of populate_obj, and put back so that a form re-rendered after
+        # a failed save still carries the version that was opened.
+        field = form._fields.pop("opened_version")
+        try:
+            return super().update_model(form, model)
+        finally:
+            form._fields["opened_version"] = field
 
     def _conflict_message(self, model: Any, opened: int) -> Markup:
         from backoffice.services.audit import entries_since_version
@@ -240,10 +252,18 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
         last = entries[-1] if entries else None
         who = (last.actor_label if last else None) or _("another user")
         when = format_datetime(last.at) if last else ""
+        # A child's changes (a doctor's phone) are named after the child; its link to the
+        # parent is left out.
         changes = Markup("").join(
-            Markup("<li><code>{}</code>: {} &rarr; {}</li>").format(field, _show(old), _show(new))
+            Markup("<li><code>{}{}</code>: {} &rarr; {}</li>").format(
+                f"{entry.entity} #{entry.entity_id} " if entry.parent_entity else "",
+                field,
+                _show(old),
+                _show(new),
+            )
             for entry in entries
             for field, (old, new) in sorted((entry.changes or {}).items())
+            if field != f"{entry.parent_entity}_id"
         )
         return Markup(
             '<div class="edit-conflict"><strong>{}</strong> {}<ul class="mb-1">{}</ul>{}</div>'

@@ -26,9 +26,9 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from flask import g, has_request_context, request
+from flask import current_app, g, has_app_context, has_request_context, request
 from sqlalchemy import event, insert, inspect, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import NO_VALUE
 
 from backoffice.extensions import db
@@ -78,6 +78,8 @@ SILENT_UPDATES = {
 }
 
 ENTITY_MODELS: dict[str, type] = {v: k for k, v in AUDITED.items()}
+# Records that carry a version number (the edit forms' conflict check).
+VERSIONED = (Clinic, Doctor, Patient, Study)
 
 
 # --------------------------------------------------------------------------- who is acting
@@ -210,6 +212,25 @@ def _parent(obj: Any) -> tuple[str | None, str | None]:
         doctor_id = obj.doctor_id if obj.doctor_id is not None else getattr(obj.doctor, "id", None)
         return "doctor", None if doctor_id is None else str(doctor_id)
     return None, None
+
+
+def _doctor_of(session: Session, phone: DoctorPhone) -> Doctor | None:
+    """The doctor a phone belongs (or belonged) to, without loading anything new."""
+    if phone.doctor is not None:
+        return phone.doctor
+    if phone.doctor_id is None:
+        return None
+    return session.identity_map.get(session.identity_key(Doctor, phone.doctor_id))
+
+
+def _version_details(session: Session, obj: Any, extra: dict[str, Any] | None) -> dict | None:
+    """An entry's details with the version the change produced: a phone's entry carries its
+    doctor's version, since a doctor's phones are part of the doctor as a form edits it."""
+    details = dict(extra or {})
+    owner = _doctor_of(session, obj) if isinstance(obj, DoctorPhone) else obj
+    if isinstance(owner, VERSIONED) and owner.version is not None:
+        details["version"] = owner.version
+    return details or None
 
 
 # --------------------------------------------------------------------------- the chain
@@ -354,16 +375,13 @@ def _collect(session: Session) -> list[dict[str, Any]]:
     for obj in session.new:
         entity = AUDITED.get(type(obj))
         if entity:
-            details = dict(extra or {})
-            if isinstance(obj, Doctor | Patient | Study | Clinic):
-                details["version"] = obj.version
             entries.append(
                 make_entry(
                     override or "CREATE",
                     entity,
                     obj.id,
                     changes={k: [None, v] for k, v in snapshot(obj).items()},
-                    details=details or None,
+                    details=_version_details(session, obj, extra),
                     parent=_parent(obj),
                     batch_id=batch_id,
                     actor=actor,
@@ -376,22 +394,22 @@ def _collect(session: Session) -> list[dict[str, Any]]:
         changes = _diff(obj)
         if not changes:
             continue
-        details = dict(extra or {})
-        if isinstance(obj, Doctor | Patient | Study | Clinic):
-            details["version"] = obj.version
         entries.append(
             make_entry(
                 override or "UPDATE",
                 entity,
                 obj.id,
                 changes=changes,
-                details=details or None,
+                details=_version_details(session, obj, extra),
                 parent=_parent(obj),
                 batch_id=batch_id,
                 actor=actor,
             )
         )
-    for obj in session.deleted:
+    # Rows the flush deleted on its own (a phone removed from its doctor's list: delete-orphan)
+    # are not in session.deleted; the mapper hook below remembered them.
+    flushed = [o for o in session.info.pop(FLUSHED_DELETES, ()) if o not in session.deleted]
+    for obj in list(session.deleted) + flushed:
         entity = AUDITED.get(type(obj))
         if entity:
             entries.append(
@@ -400,7 +418,11 @@ def _collect(session: Session) -> list[dict[str, Any]]:
                     entity,
                     obj.id,
                     changes={k: [v, None] for k, v in snapshot(obj).items()},
-                    details=extra or None,
+                    details=(
+                        _version_details(session, obj, extra)
+                        if isinstance(obj, DoctorPhone)
+                        else extra or None
+                    ),
                     parent=_parent(obj),
                     batch_id=batch_id,
                     actor=actor,
@@ -409,17 +431,66 @@ def _collect(session: Session) -> list[dict[str, Any]]:
     return entries
 
 
-def _after_flush(session: Session, flush_context: Any) -> None:
+def _audit_enabled(session: Session) -> bool:
+    # AUDIT_ENABLED (default True) exists for bench/bench_audit.py only, to measure what the
+    # trail costs; no environment variable sets it and no deployment may turn it off.
     if session.info.get("audit_disabled"):
+        return False
+    return not has_app_context() or current_app.config.get("AUDIT_ENABLED", True)
+
+
+def _after_flush(session: Session, flush_context: Any) -> None:
+    if not _audit_enabled(session):
+        session.info.pop(FLUSHED_DELETES, None)
         return
     entries = _collect(session)
     if entries:
         append_entries(session.connection(), entries)
 
 
+def _bump_doctor_versions(session: Session) -> None:
+    """A change to a doctor's phones is a change to the doctor: it gets a new version.
+
+    Without it, a save that touches only the phones leaves the version as it was, and a form
+    opened before it would pass the conflict check and put the old phone rows back.
+    """
+    doctors = set()
+    for obj in session.dirty:
+        if isinstance(obj, Doctor) and inspect(obj).attrs.phones.history.has_changes():
+            doctors.add(obj)
+        elif isinstance(obj, DoctorPhone) and session.is_modified(obj):
+            doctors.add(_doctor_of(session, obj))
+    for obj in list(session.new) + list(session.deleted):
+        if isinstance(obj, DoctorPhone):
+            doctors.add(_doctor_of(session, obj))
+    for doctor in doctors:
+        state = inspect(doctor) if doctor is not None else None
+        if state is not None and state.persistent and doctor not in session.deleted:
+            doctor.updated_at = utcnow()  # an UPDATE of the row, which bumps its version
+
+
+FLUSHED_DELETES = "audit_flushed_deletes"
+
+
+def _remember_delete(mapper: Any, connection: Any, target: Any) -> None:
+    session = object_session(target)
+    if session is not None:
+        session.info.setdefault(FLUSHED_DELETES, []).append(target)
+
+
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    session.info[FLUSHED_DELETES] = []  # nothing left over from a flush that failed
+    _bump_doctor_versions(session)
+
+
 def register_audit_hooks(session_cls: type[Session] | Any = Session) -> None:
+    if not event.contains(session_cls, "before_flush", _before_flush):
+        event.listen(session_cls, "before_flush", _before_flush)
     if not event.contains(session_cls, "after_flush", _after_flush):
         event.listen(session_cls, "after_flush", _after_flush)
+    for model in AUDITED:
+        if not event.contains(model, "after_delete", _remember_delete):
+            event.listen(model, "after_delete", _remember_delete)
 
 
 @contextlib.contextmanager
@@ -505,13 +576,22 @@ def history(entity: str, entity_id: Any, include_reads: bool, limit: int = 500) 
 
 
 def entries_since_version(entity: str, entity_id: Any, version: int) -> list[AuditEntry]:
-    """Changes made to a record after the version a user opened (oldest first)."""
+    """Changes made to a record (and its children, a doctor's phones) after the version a user
+    opened, oldest first."""
+    key = str(entity_id)
     rows = db.session.scalars(
         select(AuditEntry)
         .where(
-            AuditEntry.entity == entity,
-            AuditEntry.entity_id == str(entity_id),
-            AuditEntry.action.in_(("UPDATE", "REVERT", "RESTORE", "IMPORT_UPDATE")),
+            (
+                (AuditEntry.entity == entity)
+                & (AuditEntry.entity_id == key)
+                & AuditEntry.action.in_(("UPDATE", "REVERT", "RESTORE", "IMPORT_UPDATE"))
+            )
+            | (
+                (AuditEntry.parent_entity == entity)
+                & (AuditEntry.parent_id == key)
+                & AuditEntry.action.in_(("CREATE", "UPDATE", "DELETE", "REVERT", "RESTORE"))
+            )
         )
         .order_by(AuditEntry.id)
     ).all()
