@@ -1,4 +1,4 @@
-"""CSV and XLSX exports: the list's rows in the list's order, streamed, spreadsheet-safe, audited."""
+"""CSV and XLSX exports: the list's rows in its order, streamed, spreadsheet-safe, audited."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def people():
             birth_date=date(1955, 4, 10),
         ),
         make_patient("Ana", "Núñez", mrn="EXP-002", clinic=clinic),
-        make_patient("=HYPERLINK(\"http://x\")", "+SUM(A1)", mrn="-EXP-003", clinic=other),
+        make_patient('=HYPERLINK("http://x")', "+SUM(A1)", mrn="-EXP-003", clinic=other),
         make_patient("@import", "Zapata", mrn="EXP-004"),
     ]
     make_study(
@@ -72,7 +72,7 @@ def people():
         urgency="HIGH",
         study_type="XRAY",
         body_part="STOMACH",
-        description="-5 cm, =1+1, \"quoted\", comma",
+        description='-5 cm, =1+1, "quoted", comma',
         study_date=date(2026, 1, 5),
         ordering_doctor=doctor,
         accession_number="ACC-1",
@@ -189,7 +189,7 @@ def test_formula_cells_are_neutralised(client, auth, people):
     auth.as_role(RoleName.ADMIN)
     rows = read_csv(client.get("/admin/patient/export/csv/"))
     evil = next(r for r in rows if r[0].endswith("EXP-003"))
-    assert evil[:3] == ["'-EXP-003", "'=HYPERLINK(\"http://x\")", "'+SUM(A1)"]
+    assert evil[:3] == ["'-EXP-003", '\'=HYPERLINK("http://x")', "'+SUM(A1)"]
     at = next(r for r in rows if r[0] == "EXP-004")
     assert at[1] == "'@import"
 

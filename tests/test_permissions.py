@@ -81,6 +81,10 @@ EXPECTED.update(
     }
 )
 
+# The patient–study listing: everyone reads it; its export is for exporters.
+EXPECTED[("patient_studies.index", "GET")] = EVERYONE
+EXPECTED[("patient_studies.export", "GET")] = EXPORTERS
+
 # Endpoints outside the role matrix, with the reason they are open.
 PUBLIC = {
     ("auth.login", "GET"): "the login page",
@@ -212,6 +216,10 @@ def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | Non
     """URL and form data for one endpoint, pointing at records that exist."""
     if endpoint == "admin.index":
         return "/admin/", None
+    if endpoint == "patient_studies.index":
+        return "/admin/patient-studies/", None
+    if endpoint == "patient_studies.export":
+        return "/admin/patient-studies/export/csv/", None
     view, name = endpoint.split(".")
     base = f"/admin/{view}/"
     rid = _record_id(view, w)

@@ -10,6 +10,7 @@ from backoffice.admin_views.audit import AuditLogView
 from backoffice.admin_views.clinic import ClinicView
 from backoffice.admin_views.dashboard import DashboardView
 from backoffice.admin_views.doctor import DoctorView
+from backoffice.admin_views.listing import PatientStudiesView
 from backoffice.admin_views.patient import PatientView
 from backoffice.admin_views.study import StudyView
 from backoffice.admin_views.user import UserView
@@ -34,6 +35,11 @@ def init_admin(app: Flask) -> Admin:
         PatientView(Patient, db, name=_l("Patients"), category=records, endpoint="patient")
     )
     admin.add_view(StudyView(Study, db, name=_l("Studies"), category=records, endpoint="study"))
+    admin.add_view(
+        PatientStudiesView(
+            name=_l("Patients & studies"), endpoint="patient_studies", url="/admin/patient-studies"
+        )
+    )
     admin.add_view(
         UserView(User, db, name=_l("Users"), category=_l("Administration"), endpoint="user")
     )
