@@ -7,16 +7,18 @@ from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
 from backoffice.admin_views.audit import AuditLogView
+from backoffice.admin_views.bulk_upload import BulkUploadView
 from backoffice.admin_views.clinic import ClinicView
 from backoffice.admin_views.dashboard import DashboardView
 from backoffice.admin_views.doctor import DoctorView
+from backoffice.admin_views.import_batch import ImportBatchView
 from backoffice.admin_views.listing import PatientStudiesView
 from backoffice.admin_views.patient import PatientView
 from backoffice.admin_views.study import StudyView
 from backoffice.admin_views.user import UserView
 from backoffice.extensions import db
 from backoffice.i18n import _l
-from backoffice.models import AuditEntry, Clinic, Doctor, Patient, Study, User
+from backoffice.models import AuditEntry, Clinic, Doctor, ImportBatch, Patient, Study, User
 from backoffice.security import csp_nonce
 
 
@@ -41,6 +43,9 @@ def init_admin(app: Flask) -> Admin:
         )
     )
     admin.add_view(
+        BulkUploadView(name=_l("Bulk upload"), endpoint="bulk_upload", url="/admin/bulk-upload")
+    )
+    admin.add_view(
         UserView(User, db, name=_l("Users"), category=_l("Administration"), endpoint="user")
     )
     admin.add_view(
@@ -51,6 +56,16 @@ def init_admin(app: Flask) -> Admin:
             category=_l("Administration"),
             endpoint="audit",
             url="/admin/audit",
+        )
+    )
+    admin.add_view(
+        ImportBatchView(
+            ImportBatch,
+            db,
+            name=_l("Import batches"),
+            category=_l("Administration"),
+            endpoint="import_batch",
+            url="/admin/import-batches",
         )
     )
     return admin

@@ -179,20 +179,18 @@ class CsvRows:
         return self._raw.tell()
 
     def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        """Rows as read (cells untrimmed: each value's own rule trims it, and the rejected-rows
+        file gives cells back as they were); use ``clean`` for trimmed, restored cells."""
         reader = self._reader
-        restore = NEUTRALISED_FIRST
         try:
             for cells in reader:
                 line = self._last_line + 1
                 self._last_line = reader.line_num
-                if not cells:
+                if not any(cells):
                     continue
-                cells = [c.strip() for c in cells]
-                if not any(cells) or cells[0].startswith("# "):
-                    continue  # blank line, or a comment line (the templates have some)
-                for i, c in enumerate(cells):
-                    if c[:1] == "'" and c[1:2] in restore and len(c) > 1:
-                        cells[i] = c[1:]
+                first = cells[0]
+                if first.startswith("# ") or (not first.strip() and not "".join(cells).strip()):
+                    continue  # a comment line (the templates have some), or only blanks
                 yield line, cells
         except csv.Error:
             raise FileRefused(
@@ -213,12 +211,17 @@ class CsvRows:
         self.close()
 
 
+def clean(value: str) -> str:
+    """A cell as a value: trimmed, and read back to what it was if an export neutralised it."""
+    return restore_cell(value.strip())
+
+
 def read_dicts(path: str | Path) -> list[dict[str, str]]:
     """A small file as dicts keyed by normalised header (the seed's reference files)."""
     info = inspect_file(path)
     with CsvRows(path, info) as rows:
         header = rows.header
         return [
-            {name: (cells[i] if i < len(cells) else "") for i, name in enumerate(header)}
+            {name: (clean(cells[i]) if i < len(cells) else "") for i, name in enumerate(header)}
             for _line, cells in rows
         ]

@@ -56,18 +56,22 @@ def text_of(model: type, column: str, normalise: Callable[[Any], Any] = blank_to
 
 
 def code_of(enum_cls: type) -> Parser:
-    def parse(raw: str) -> str:
+    def parse(raw: str) -> str | None:
+        if not raw.strip():
+            return None
         return parse_code(enum_cls, raw).value
 
     return parse
 
 
-def birth_date(raw: str) -> str:
-    return check_birth_date(parse_iso_date(raw)).isoformat()  # type: ignore[union-attr]
+def birth_date(raw: str) -> str | None:
+    value = check_birth_date(parse_iso_date(raw))
+    return None if value is None else value.isoformat()
 
 
-def any_date(raw: str) -> str:
-    return parse_iso_date(raw).isoformat()  # type: ignore[union-attr]
+def any_date(raw: str) -> str | None:
+    value = parse_iso_date(raw)
+    return None if value is None else value.isoformat()
 
 
 def email_of(model: type, column: str) -> Parser:
@@ -82,8 +86,10 @@ _TRUE = {"1", "y", "yes", "true", "t", "si", "sí", "x", "active", "activo"}
 _FALSE = {"0", "n", "no", "false", "f", "inactive", "inactivo"}
 
 
-def yes_no(raw: str) -> bool:
+def yes_no(raw: str) -> bool | None:
     key = raw.strip().lower()
+    if not key:
+        return None
     if key in _TRUE:
         return True
     if key in _FALSE:
@@ -98,6 +104,8 @@ def phone_list(raw: str) -> list[tuple[str, str]]:
     """
     out: list[tuple[str, str]] = []
     seen: set[str] = set()
+    if not raw.strip():
+        return None  # type: ignore[return-value]
     for part in raw.split(";"):
         part = part.strip()
         if not part:

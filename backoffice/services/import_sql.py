@@ -140,8 +140,11 @@ class Plan:
         temp = "TEMPORARY"
         cols = ", ".join(f"c_{c.name} {self.column_type(c.name)}" for c in self.kind.columns)
         extra = "".join(f", {name} {sqltype}" for name, sqltype in self.extra_stage)
+        # No index on PostgreSQL: every statement reads the whole table anyway, and updates
+        # then leave no index to maintain. SQLite's rowid is the line number (free).
+        line = "line INTEGER" if self.db.pg else "line INTEGER PRIMARY KEY"
         self.db.run(
-            f"CREATE {temp} TABLE {STAGE} (line INTEGER PRIMARY KEY, {cols}{extra}, "
+            f"CREATE {temp} TABLE {STAGE} ({line}, {cols}{extra}, "
             "target_id INTEGER, old_version INTEGER, action VARCHAR(8), "
             "bad INTEGER NOT NULL DEFAULT 0)"
         )
@@ -160,9 +163,13 @@ class Plan:
 
     def after_load(self) -> None:
         if self.db.pg:
+            # Sorts and hashes over the staged rows stay in memory (this transaction only).
+            self.db.run("SET LOCAL work_mem = '64MB'")
+            # Temporary tables get no automatic statistics; the joins need row counts. A small
+            # sample is enough for that and keeps ANALYZE cheap on a million rows.
+            self.db.run("SET LOCAL default_statistics_target = 10")
             self.db.run(f"ANALYZE {STAGE}")
-        else:
-            self.db.run(f"CREATE INDEX ix_{STAGE}_target ON {STAGE} (target_id)")
+            self.db.run("RESET default_statistics_target")
 
     # -- checks ---------------------------------------------------------------------------
     def flag(self, sql: str, column: str | None, message: Callable[..., str], **params: Any) -> int:
@@ -174,8 +181,19 @@ class Plan:
                 n += 1
         return n
 
+    def any_duplicates(self, key: Sequence[str], where: str) -> bool:
+        cols = ", ".join(key)
+        return (
+            self.db.scalar(
+                f"SELECT 1 FROM {STAGE} WHERE {where} GROUP BY {cols} HAVING count(*) > 1 LIMIT 1"
+            )
+            is not None
+        )
+
     def flag_duplicates(self, stage_expr: str, column: str, label: str | None = None) -> None:
         """Two rows of the file with the same key are both refused: which one is right?"""
+        if not self.any_duplicates([stage_expr], f"{stage_expr} IS NOT NULL"):
+            return
         self.flag(
             self.duplicates_sql([stage_expr], f"{stage_expr} IS NOT NULL", stage_expr),
             column,
@@ -233,10 +251,9 @@ class Plan:
     def check(self) -> None:
         """Kind-specific checks that need the database (references, unique values)."""
 
-    def classify(self) -> None:
-        """create / update / same, comparing only the columns the file has."""
+    def changed_sql(self) -> str:
+        """True when a staged row differs from its record ``t`` in a column the file has."""
         db = self.db
-        db.run(f"UPDATE {STAGE} SET action = 'create' WHERE target_id IS NULL")
         differs = [
             (
                 f"({STAGE}.{f.stage} IS NOT NULL AND {STAGE}.{f.stage} {db.ne} t.{f.column})"
@@ -245,11 +262,15 @@ class Plan:
             )
             for f in self.written_fields()
         ] + self.extra_differences()
-        changed = " OR ".join(differs) or "1 = 0"
-        db.run(
-            f"UPDATE {STAGE} SET old_version = t.version, "
-            f"action = CASE WHEN ({changed}) THEN 'update' ELSE 'same' END "
-            f"FROM {self.table} t WHERE t.id = {STAGE}.target_id"
+        return " OR ".join(differs) or "1 = 0"
+
+    def match_by(self, source: str, condition: str) -> None:
+        """Give unmatched rows the record ``t`` found by ``condition``, and say whether the row
+        would change it; rows left without a record are created (action NULL)."""
+        self.db.run(
+            f"UPDATE {STAGE} SET target_id = t.id, old_version = t.version, "
+            f"action = CASE WHEN ({self.changed_sql()}) THEN 'update' ELSE 'same' END "
+            f"FROM {source} WHERE {STAGE}.target_id IS NULL AND {condition}"
         )
 
     def extra_differences(self) -> list[str]:
@@ -274,7 +295,7 @@ class Plan:
         ).all()
         found = {action: n for action, n in rows}
         return {
-            "created": found.get("create", 0),
+            "created": found.get(None, 0),
             "updated": found.get("update", 0),
             "unchanged": found.get("same", 0),
         }
@@ -289,7 +310,7 @@ class Plan:
         result = self.db.run(
             f"INSERT INTO {self.table} ({cols}, import_batch_id, version, created_at, "
             f"updated_at) SELECT {values}, :batch, 1, :now, :now FROM {STAGE} s "
-            "WHERE s.action = 'create' AND s.bad = 0 ORDER BY s.line",
+            "WHERE s.action IS NULL AND s.bad = 0 ORDER BY s.line",  # ids follow the file
             batch=batch_id,
             now=now,
         )
@@ -356,9 +377,7 @@ class ClinicPlan(Plan):
 
     def match(self) -> None:
         self.flag_duplicates("c_name", "name")
-        self.db.run(
-            f"UPDATE {STAGE} SET target_id = t.id FROM clinic t WHERE t.name = {STAGE}.c_name"
-        )
+        self.match_by("clinic t", f"t.name = {STAGE}.c_name")
 
 
 class DoctorPlan(Plan):
@@ -421,9 +440,7 @@ class DoctorPlan(Plan):
                 name=name,
             ),
         )
-        self.db.run(
-            f"UPDATE {STAGE} SET target_id = t.id FROM doctor t WHERE t.email = {STAGE}.c_email"
-        )
+        self.match_by("doctor t", f"t.email = {STAGE}.c_email")
 
     def check(self) -> None:
         if "licence_number" in self.present:
@@ -449,7 +466,7 @@ class DoctorPlan(Plan):
         db = self.db
         db.run(
             f"UPDATE {STAGE} SET target_id = t.id FROM doctor t "
-            f"WHERE {STAGE}.action = 'create' AND {STAGE}.bad = 0 AND t.email = {STAGE}.c_email"
+            f"WHERE {STAGE}.action IS NULL AND {STAGE}.bad = 0 AND t.email = {STAGE}.c_email"
         )
         primary = "ph.position = 0" if db.pg else "(ph.position = 0)"
         db.run(
@@ -457,7 +474,7 @@ class DoctorPlan(Plan):
             f"SELECT s.target_id, ph.number, ph.kind, {primary} AND NOT EXISTS "
             "(SELECT 1 FROM doctor_phone p WHERE p.doctor_id = s.target_id AND p.is_primary) "
             f"FROM {PHONES} ph JOIN {STAGE} s ON s.line = ph.line "
-            "WHERE s.bad = 0 AND s.action IN ('create', 'update') AND NOT EXISTS "
+            "WHERE s.bad = 0 AND (s.action IS NULL OR s.action = 'update') AND NOT EXISTS "
             "(SELECT 1 FROM doctor_phone p WHERE p.doctor_id = s.target_id "
             "AND p.number = ph.number) ORDER BY s.line, ph.position"
         )
@@ -508,7 +525,6 @@ class PatientPlan(Plan):
         ]
 
     def match(self) -> None:
-        db = self.db
         if "id" in self.present:
             self.flag_duplicates("c_id", "id")
         if "email" in self.present:
@@ -538,16 +554,12 @@ class PatientPlan(Plan):
             )
         # By record number first; else by email, when one side has no record number.
         if "id" in self.present:
-            db.run(
-                f"UPDATE {STAGE} SET target_id = t.id FROM patient t "
-                f"WHERE {STAGE}.c_id IS NOT NULL AND t.mrn = {STAGE}.c_id"
-            )
+            self.match_by("patient t", f"{STAGE}.c_id IS NOT NULL AND t.mrn = {STAGE}.c_id")
         if "email" in self.present:
             no_mrn = f"AND ({STAGE}.c_id IS NULL OR t.mrn IS NULL)" if "id" in self.present else ""
-            db.run(
-                f"UPDATE {STAGE} SET target_id = t.id FROM patient t "
-                f"WHERE {STAGE}.target_id IS NULL AND {STAGE}.c_email IS NOT NULL "
-                f"AND t.email = {STAGE}.c_email {no_mrn}"
+            self.match_by(
+                "patient t",
+                f"{STAGE}.c_email IS NOT NULL AND t.email = {STAGE}.c_email {no_mrn}",
             )
 
     def check(self) -> None:
@@ -614,7 +626,6 @@ class StudyPlan(Plan):
         return " AND ".join(cols)
 
     def match(self) -> None:
-        db = self.db
         if "accession_number" in self.present:
             self.flag_duplicates("c_accession_number", "accession_number")
         self.resolve(
@@ -643,22 +654,23 @@ class StudyPlan(Plan):
         accession_empty = (
             "c_accession_number IS NULL" if "accession_number" in self.present else "1 = 1"
         )
-        self.flag(
-            self.duplicates_sql(key, accession_empty, "c_patient_id"),
-            None,
-            lambda mrn, first, n: _(
-                "the same study of patient '%(mrn)s' is on %(n)d lines of this file (first on "
-                "line %(first)d): a study may appear only once.",
-                mrn=mrn,
-                n=n,
-                first=first,
-            ),
-        )
+        if self.any_duplicates(key, accession_empty):
+            self.flag(
+                self.duplicates_sql(key, accession_empty, "c_patient_id"),
+                None,
+                lambda mrn, first, n: _(
+                    "the same study of patient '%(mrn)s' is on %(n)d lines of this file (first on "
+                    "line %(first)d): a study may appear only once.",
+                    mrn=mrn,
+                    n=n,
+                    first=first,
+                ),
+            )
         if "accession_number" in self.present:
-            db.run(
-                f"UPDATE {STAGE} SET target_id = t.id FROM study t "
-                f"WHERE {STAGE}.c_accession_number IS NOT NULL "
-                f"AND t.accession_number = {STAGE}.c_accession_number"
+            self.match_by(
+                "study t",
+                f"{STAGE}.c_accession_number IS NOT NULL "
+                f"AND t.accession_number = {STAGE}.c_accession_number",
             )
         # Else the patient's identical study (the oldest when there are several); a row with an
         # accession number only takes a study that has none.
@@ -674,11 +686,12 @@ class StudyPlan(Plan):
                 if "accession_number" in self.present
                 else ""
             )
-            db.run(
-                f"UPDATE {STAGE} SET target_id = m.id FROM (SELECT s.line AS line, "
-                f"min(t.id) AS id FROM {STAGE} s JOIN study t ON {self.identity(with_date)} "
+            self.match_by(
+                f"(SELECT s.line AS line, min(t.id) AS id FROM {STAGE} s "
+                f"JOIN study t ON {self.identity(with_date)} "
                 f"WHERE s.target_id IS NULL AND {date_cond} {acc} GROUP BY s.line) m "
-                f"WHERE m.line = {STAGE}.line"
+                "JOIN study t ON t.id = m.id",
+                f"m.line = {STAGE}.line",
             )
 
 

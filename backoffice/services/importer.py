@@ -276,6 +276,7 @@ class _Run:
         phones: list[tuple] = []
         total = 0
         add_problem = self.add_problem
+        restore = NEUTRALISED_FIRST
         for line, cells in rows:
             total += 1
             if total > self.max_rows:
@@ -291,24 +292,27 @@ class _Run:
             ok = True
             for idx, column in slots:
                 raw = cells[idx] if idx is not None and idx < n else ""
-                if not raw:
-                    if column.needed:
+                value = None
+                if raw:
+                    if raw[0] == "'" and raw[1:2] in restore:
+                        raw = raw[1:]  # an export neutralised this cell: read it back
+                    try:
+                        value = column.parse(raw)
+                    except RuleError as exc:
                         ok = False
-                        add_problem(
-                            line,
-                            column.name,
-                            "",
-                            _("%(column)s is empty; a value is needed.", column=column.name),
-                        )
-                    values.append(None)
-                    continue
-                try:
-                    values.append(column.parse(raw))
-                except RuleError as exc:
+                        add_problem(line, column.name, raw.strip(), _problem_text(column.name, exc))
+                        values.append(None)
+                        continue
+                if value is None and column.needed:
                     ok = False
-                    add_problem(line, column.name, raw, _problem_text(column.name, exc))
-                    values.append(None)
-            if n > width and any(cells[width:]):
+                    add_problem(
+                        line,
+                        column.name,
+                        "",
+                        _("%(column)s is empty; a value is needed.", column=column.name),
+                    )
+                values.append(value)
+            if n > width and "".join(cells[width:]).strip():
                 ok = False
                 add_problem(
                     line,
@@ -357,8 +361,6 @@ class _Run:
         plan.match()
         self.progress("checking", 1, steps)
         plan.check()
-        self.progress("checking", 2, steps)
-        plan.classify()
         self.progress("checking", 3, steps)
         if since is not None:
             plan.flag_changed_since(since, self._changed_message())
@@ -427,7 +429,9 @@ class _Run:
                 for name, v in zip(names, row[2:], strict=False)
                 if name in present
             }
-            out.append({"line": row[0], "action": row[1], "values": values, "changes": {}})
+            out.append(
+                {"line": row[0], "action": row[1] or "create", "values": values, "changes": {}}
+            )
             if row[1] == "update":
                 updated_lines.append(row[0])
         if updated_lines:
