@@ -20,6 +20,8 @@ def register(app: Flask) -> None:
     app.cli.add_command(seed_command)
     app.cli.add_command(users_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(import_command)
+    app.cli.add_command(worker_command)
 
 
 def default_operator() -> str:
@@ -207,3 +209,84 @@ def users_list() -> None:
         status = "active" if u.active else "inactive"
         last = u.last_login_at.isoformat(timespec="minutes") if u.last_login_at else "never"
         click.echo(f"{u.email:<{width}}  {status:<8}  {roles:<30}  last login {last}")
+
+
+# --------------------------------------------------------------------------- bulk import
+
+_PHASE_SPAN = {"reading": (0, 700), "checking": (700, 800), "writing": (800, 950)}
+_PHASE_SPAN["auditing"] = (950, 1000)
+
+
+@click.command("import")
+@operator_option
+@click.argument("kind", type=click.Choice(["clinics", "doctors", "patients", "studies"]))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Preview only: check and count, write nothing.")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Import the valid rows and skip the rejected ones (default: all or nothing).",
+)
+@click.option(
+    "--rejected",
+    "rejected_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the rejected rows to this CSV file, with an error column.",
+)
+def import_command(
+    kind: str, file: str, dry_run: bool, skip_invalid: bool, rejected_path: str | None
+) -> None:
+    """Import a CSV file of KIND (the same service and report as the Bulk upload page).
+
+    Exits 1 when rows are rejected, 2 when the file is refused or nothing could be written.
+    """
+    from backoffice.services.importer import run_import
+
+    def import_with(progress):  # noqa: ANN001, ANN202
+        return run_import(
+            file,
+            kind,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            progress=progress,
+            rejected_path=rejected_path,
+        )
+
+    if sys.stdout.isatty():
+        with click.progressbar(length=1000, label=f"Importing {kind}", file=sys.stderr) as bar:
+            shown = [0]
+
+            def progress(phase: str, done: int, total: int) -> None:
+                start, end = _PHASE_SPAN.get(phase, (1000, 1000))
+                at = start + (end - start) * done // total if total else start
+                if at > shown[0]:
+                    bar.update(at - shown[0])
+                    shown[0] = at
+
+            report = import_with(progress)
+            bar.update(1000 - shown[0])
+    else:
+        report = import_with(None)
+    for line in report.text_lines():
+        click.echo(line)
+    if rejected_path and report.rejected:
+        click.echo(f"Rejected rows written to {rejected_path}.")
+    if report.outcome in ("refused", "failed", "changed"):
+        sys.exit(2)
+    if report.rejected:
+        sys.exit(1)
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Run the queued jobs, then stop.")
+def worker_command(burst: bool) -> None:
+    """Run the RQ worker that runs bulk imports (needs RQ_REDIS_URL)."""
+    if not current_app.config.get("RQ_REDIS_URL"):
+        raise click.UsageError("RQ_REDIS_URL is not set: imports run in the web process.")
+    from rq import Worker
+
+    from backoffice.services.import_jobs import get_queue
+
+    queue = get_queue()
+    Worker([queue], connection=queue.connection).work(burst=burst)
