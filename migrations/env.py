@@ -53,6 +53,16 @@ def render_item(type_, obj, autogen_context):
     return False
 
 
+def include_object(obj, name, type_, reflected, compare_to):
+    """Leave out of the comparison what the models declare for another database only
+    (``Index(...).ddl_if(dialect="postgresql")``: the trigram indexes do not exist on SQLite)."""
+    condition = getattr(obj, "_ddl_if", None)
+    if reflected or condition is None or not condition.dialect:
+        return True
+    dialects = (condition.dialect,) if isinstance(condition.dialect, str) else condition.dialect
+    return get_engine().dialect.name in dialects
+
+
 def run_migrations_offline():
     """Run migrations in 'offline' mode.
 
@@ -73,6 +83,7 @@ def run_migrations_offline():
         render_item=render_item,
         render_as_batch=True,
         compare_type=True,
+        include_object=include_object,
     )
 
     with context.begin_transaction():
@@ -98,6 +109,7 @@ def run_migrations_online():
                 logger.info("No changes in schema detected.")
 
     conf_args = current_app.extensions["migrate"].configure_args
+    conf_args.setdefault("include_object", include_object)
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
 

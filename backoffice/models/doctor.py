@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
@@ -60,6 +60,16 @@ class Doctor(TimestampMixin, VersionedMixin, db.Model):
     """A doctor working at one clinic, with any number of phones."""
 
     __tablename__ = "doctor"
+    # Substring search (ILIKE '%term%') is served by trigram indexes, on PostgreSQL only.
+    __table_args__ = tuple(
+        Index(
+            f"ix_doctor_{column}_trgm",
+            column,
+            postgresql_using="gin",
+            postgresql_ops={column: "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql")
+        for column in ("first_name", "last_name", "email")
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     first_name: Mapped[str] = mapped_column(String(100), nullable=False)

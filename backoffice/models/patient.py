@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Date, ForeignKey, String
+from sqlalchemy import Date, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
@@ -22,6 +22,16 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
     """A patient; ``mrn`` is the record number used by the systems we import from."""
 
     __tablename__ = "patient"
+    # Substring search (ILIKE '%term%') is served by trigram indexes, on PostgreSQL only.
+    __table_args__ = tuple(
+        Index(
+            f"ix_patient_{column}_trgm",
+            column,
+            postgresql_using="gin",
+            postgresql_ops={column: "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql")
+        for column in ("first_name", "last_name", "email", "mrn")
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     mrn: Mapped[str | None] = mapped_column(String(64), unique=True)

@@ -63,6 +63,13 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
         Index("ix_study_patient_date", "patient_id", "study_date"),
         Index("ix_study_urgency_date", "urgency", "study_date"),
         Index("ix_study_type_date", "study_type", "study_date"),
+        # Substring search on the body part, served by a trigram index on PostgreSQL only.
+        Index(
+            "ix_study_body_part_trgm",
+            "body_part",
+            postgresql_using="gin",
+            postgresql_ops={"body_part": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,0 +1,54 @@
+"""trigram indexes for substring search on PostgreSQL
+
+Revision ID: 0004_search_indexes
+Revises: 0003_audit_trail
+Create Date: 2026-11-24 04:00:00
+
+The admin lists search with ``ILIKE '%term%'``, which no b-tree index serves: at a million
+patients every search was a sequential scan. ``pg_trgm`` GIN indexes serve it. SQLite has no
+such index (and is not used at that size): nothing happens there. The models declare the same
+indexes with ``ddl_if(dialect="postgresql")``.
+"""
+from alembic import op
+
+
+# revision identifiers, used by Alembic.
+revision = "0004_search_indexes"
+down_revision = "0003_audit_trail"
+branch_labels = None
+depends_on = None
+
+# (index name, table, column): the columns the admin lists and the listing search.
+TRIGRAM_INDEXES = (
+    ("ix_patient_first_name_trgm", "patient", "first_name"),
+    ("ix_patient_last_name_trgm", "patient", "last_name"),
+    ("ix_patient_email_trgm", "patient", "email"),
+    ("ix_patient_mrn_trgm", "patient", "mrn"),
+    ("ix_doctor_first_name_trgm", "doctor", "first_name"),
+    ("ix_doctor_last_name_trgm", "doctor", "last_name"),
+    ("ix_doctor_email_trgm", "doctor", "email"),
+    ("ix_study_body_part_trgm", "study", "body_part"),
+)
+
+
+def upgrade():
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    for name, table, column in TRIGRAM_INDEXES:
+        op.create_index(
+            name,
+            table,
+            [column],
+            unique=False,
+            postgresql_using="gin",
+            postgresql_ops={column: "gin_trgm_ops"},
+        )
+
+
+def downgrade():
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for name, table, _column in TRIGRAM_INDEXES:
+        op.drop_index(name, table_name=table)
+    # The extension stays: other objects may use it, and dropping it needs more rights.
