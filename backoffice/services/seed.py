@@ -6,7 +6,6 @@ accession number), and a record that exists is left alone, so running it twice a
 
 from __future__ import annotations
 
-import csv
 import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -255,9 +254,10 @@ def _seed_doctors(report: SeedReport, clinics: list[Clinic]) -> list[Doctor]:
 
 
 def _read_reference(name: str) -> list[dict[str, str]]:
-    with (DATA_DIR / name).open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh, skipinitialspace=True)
-        return [{k.strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    """The reference file read by the bulk importer's reader (one CSV reader in the project)."""
+    from backoffice.services.csv_reader import read_dicts
+
+    return read_dicts(DATA_DIR / name)
 
 
 def _seed_reference_data(
