@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.globals import _cv_app, _cv_request
 from flask.testing import FlaskClient
-from sqlalchemy import MetaData, create_engine, text
+from sqlalchemy import create_engine, text
 
 from backoffice import create_app
 from backoffice.extensions import db
@@ -45,10 +45,10 @@ def _reset_database(url: str) -> None:
         return
     engine = create_engine(url)
     with engine.begin() as conn:
-        meta = MetaData()
-        meta.reflect(conn)
-        meta.drop_all(conn)
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        # Everything the migrations create (tables, trigger functions, extensions' objects):
+        # this is the test database named by TEST_DATABASE_URL, never a real one.
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
 
 

@@ -355,21 +355,23 @@ def integrity_error_constraint(exc: IntegrityError) -> str:
     text = str(orig) if orig is not None else ""
     # SQLite: "UNIQUE constraint failed: patient.email"
     if "constraint failed:" in text:
-        return text.split("constraint failed:", 1)[1].strip().split(",")[0]
+        return text.split("constraint failed:", 1)[1].strip()
     return "unknown"
 
 
 def integrity_error_field(exc: IntegrityError) -> str | None:
-    """Best guess at the column a unique violation is about, for a readable message."""
+    """Best guess at the column a unique violation is about (the last column of a composite
+    key: for (doctor_id, number) it is the number that clashed)."""
     name = integrity_error_constraint(exc)
+    if "." in name:  # SQLite: "doctor_phone.doctor_id, doctor_phone.number" -> last column
+        return name.split(",")[-1].strip().split(".", 1)[1]
     if name.startswith("uq_"):
-        # uq_<table>_<column>: table names have no double underscores in this schema
-        for table in ("doctor_phone", "user_account", "clinic", "doctor", "patient", "study"):
-            prefix = f"uq_{table}_"
+        for table in sorted(db.metadata.tables.values(), key=lambda t: -len(t.name)):
+            prefix = f"uq_{table.name}_"
             if name.startswith(prefix):
-                return name[len(prefix) :]
-    if "." in name:
-        return name.split(".", 1)[1]
+                rest = name[len(prefix) :]
+                columns = [c.name for c in table.columns if rest.endswith(c.name)]
+                return max(columns, key=len) if columns else rest
     return None
 
 
