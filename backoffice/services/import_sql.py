@@ -458,7 +458,7 @@ class DoctorPlan(Plan):
         # A number the doctor does not have yet makes the row an update.
         return [
             f"EXISTS (SELECT 1 FROM {PHONES} ph WHERE ph.line = {STAGE}.line AND NOT EXISTS "
-            f"(SELECT 1 FROM doctor_phone dp WHERE dp.doctor_id = {STAGE}.target_id "
+            "(SELECT 1 FROM doctor_phone dp WHERE dp.doctor_id = t.id "
             "AND dp.number = ph.number))"
         ]
 
