@@ -349,6 +349,51 @@ def test_a_save_without_a_conflict_goes_through_first_time(alice, doctor):
     assert [n for n, _k in phones_of(doctor.id)] == ["+525511112222", "+525512345678"]
 
 
+def test_a_form_shown_again_after_a_failed_save_still_checks_the_version(
+    app, alice, bruno, monkeypatch
+):
+    """Bruno's save fails in the database (an email taken meanwhile); Alice then saves; Bruno
+    corrects his form and sends it again: it still carries the version he opened."""
+    from flask_admin.contrib.sqla import validators as admin_validators
+
+    make_patient("Pepe", "Uno", email="pepe@example.com")
+    patient = make_patient("Jose", "Dos", email="jose@example.com")
+    db.session.commit()
+    url = f"/admin/patient/edit/?id={patient.id}"
+    form_b = open_form(bruno, url)
+    opened = form_b["opened_version"]
+    with monkeypatch.context() as patch:
+        patch.setattr(admin_validators.Unique, "__call__", lambda self, form, field: None)
+        response = bruno.post(url, data=form_b | {"email": "pepe@example.com"})
+    page = response.get_data(as_text=True)
+    assert "must be unique" in " ".join(flashes(page))
+    shown_again = form_values(page)
+    assert shown_again["opened_version"] == opened
+
+    form_a = open_form(alice, url)
+    alice.post(url, data=form_a | {"first_name": "Josefina"})
+    response = bruno.post(url, data=shown_again | {"email": "jose@bruno.example.com"})
+    assert response.status_code == 200
+    assert "first_name: Jose → Josefina" in conflict_text(response.get_data(as_text=True))
+    db.session.expire_all()
+    saved = db.session.get(Patient, patient.id)
+    assert (saved.first_name, saved.email) == ("Josefina", "jose@example.com")
+
+
+def test_a_refused_stale_save_removes_no_phone(alice, bruno, doctor):
+    url = f"/admin/doctor/edit/?id={doctor.id}"
+    form_a, form_b = open_form(alice, url), open_form(bruno, url)
+    alice.post(url, data=form_a | {"first_name": "Anabel"})
+    form_b[f"del-phones-{row_of(form_b, '+525512345678')}"] = "y"
+    response = bruno.post(url, data=form_b)
+    conflict_text(response.get_data(as_text=True))
+    assert [n for n, _k in phones_of(doctor.id)] == [
+        "+525511112222",
+        "+525512345678",
+        "+525533334444",
+    ]
+
+
 # --- list inline edits ---------------------------------------------------------------------
 
 
@@ -365,44 +410,35 @@ def test_ajax_update_cannot_change_any_field_of_any_record(app, alice):
     """List inline edits are off, so a record cannot be overwritten through them without the
     version check: the endpoint refuses every field of every view and nothing changes."""
     clinic = make_clinic("Clínica Lista", city="León")
-    doctor = make_doctor("Eva", "Luna", clinic=clinic, phones=["55 1234 5678"])
     patient = make_patient("Iris", "Paz", email="iris@example.com")
-    study = make_study(patient, description="Before")
+    make_study(patient, description="Before")
+    make_doctor("Eva", "Luna", clinic=clinic, phones=["55 1234 5678"])
     db.session.commit()
-    records = {
-        "clinic": clinic.id,
-        "doctor": doctor.id,
-        "patient": patient.id,
-        "study": study.id,
-        "user": db.session.scalar(select(User.id).limit(1)),
-        "audit": db.session.scalar(select(AuditEntry.id).limit(1)),
-    }
     values = {"name": "Changed", "city": "Changed", "first_name": "Changed"}
     values |= {"last_name": "Changed", "email": "changed@example.com", "description": "After"}
     values |= {"body_part": "NECK", "display_name": "Changed", "action": "DELETE"}
 
     def snapshot() -> list:
         db.session.expire_all()
-        return (
-            [(c.name, c.city, c.version) for c in db.session.scalars(select(Clinic))]
-            + [
-                (d.first_name, d.last_name, d.email, d.version)
-                for d in db.session.scalars(select(Doctor))
+        return [
+            [
+                {k: v for k, v in vars(row).items() if not k.startswith("_")}
+                for row in db.session.scalars(select(model).order_by(model.id))
             ]
-            + [(p.first_name, p.email, p.version) for p in db.session.scalars(select(Patient))]
-            + [(s.description, s.body_part, s.version) for s in db.session.scalars(select(Study))]
-        )
+            for model in (Clinic, Doctor, DoctorPhone, Patient, Study, User, AuditEntry)
+        ]
 
     before = snapshot()
     token = open_form(alice, f"/admin/clinic/edit/?id={clinic.id}")["csrf_token"]
     for view in _views(app):
         with app.test_request_context():
             names = {f.name for f in view._edit_form_class()} | set(values)
+        pk = db.session.scalar(select(view.model.id).limit(1)) or 1
         for name in sorted(names - {"csrf_token", "opened_version"}):
             response = alice.post(
                 f"/admin/{view.endpoint}/ajax/update/",
                 data={
-                    "list_form_pk": str(records[view.endpoint]),
+                    "list_form_pk": str(pk),
                     name: values.get(name, "Changed"),
                     "csrf_token": token,
                 },

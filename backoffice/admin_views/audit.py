@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import abort, flash, redirect, request
@@ -11,6 +12,7 @@ from flask_admin.contrib.sqla.filters import (
     FilterEqual,
     FilterLike,
 )
+from flask_babel import to_utc
 from markupsafe import Markup
 
 from backoffice.admin_views.base import SecuredModelView, _show
@@ -40,6 +42,13 @@ def _details(view: Any, context: Any, model: AuditEntry, name: str) -> Markup:
     return Markup("<small>{}</small>").format(
         ", ".join(f"{k}={v}" for k, v in sorted(model.details.items()))
     )
+
+
+class LocalDateTimeBetweenFilter(DateTimeBetweenFilter):
+    """Times typed in the user's time zone, the one the list shows them in (stored in UTC)."""
+
+    def clean(self, value: str) -> list[datetime]:
+        return [to_utc(moment) for moment in super().clean(value)]
 
 
 ACTIONS = (
@@ -116,7 +125,7 @@ class AuditLogView(SecuredModelView):
         ),
         FilterEqual(AuditEntry.entity_id, _l("Record id")),
         FilterEqual(AuditEntry.action, _l("Action"), options=[(a, a) for a in ACTIONS]),
-        DateTimeBetweenFilter(AuditEntry.at, _l("When")),
+        LocalDateTimeBetweenFilter(AuditEntry.at, _l("When")),
     )
     column_labels = {
         "at": _l("When"),
