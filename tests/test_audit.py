@@ -789,6 +789,26 @@ def test_history_lists_changes_newest_first_and_reads_only_for_admins(browser, h
     ]
 
 
+def test_user_history_lists_the_users_changes_and_logins(browser, admin):
+    user = make_user("hist@clinic.example.com", RoleName.SUPPORT)
+    AuthActions(browser.application.test_client()).login(user.email)
+    url = f"/admin/user/edit/?id={user.id}"
+    browser.post(
+        url,
+        data={
+            "email": user.email,
+            "display_name": "Historia",
+            "roles": [role_id(RoleName.SUPPORT)],
+            "active": "y",
+            "new_password": "",
+            "csrf_token": form_token(browser, url),
+        },
+    )
+    rows = history_rows(browser.get(f"/admin/user/history/?id={user.id}").get_data(True))
+    assert [action for _w, action, _c in rows] == ["UPDATE", "LOGIN", "CREATE"]
+    assert rows[0] == (ADMIN_EMAIL, "UPDATE", "display_name : hist → Historia")
+
+
 def test_doctor_history_includes_its_phones(browser, admin):
     doctor = make_doctor(phones=["55 1234 5678"])
     db.session.commit()

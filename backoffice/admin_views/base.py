@@ -212,7 +212,10 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
         return obj
 
     def _entity_name(self) -> str:
-        return self.audit_entity or self.model.__tablename__
+        """The entity name entries use ("user" for the user_account table)."""
+        from backoffice.services.audit import AUDITED
+
+        return self.audit_entity or AUDITED.get(self.model) or self.model.__tablename__
 
     # -- optimistic locking: the edit form carries the version the user opened ----------
     def scaffold_form(self) -> Any:
