@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from flask import Response, abort, flash, jsonify, redirect, request, stream_with_context, url_for
+from flask import Response, abort, flash, jsonify, redirect, request, send_file, url_for
 from flask_admin import expose
 from flask_login import current_user
 
@@ -145,11 +145,7 @@ class BulkUploadView(SecuredBaseView):
         if not path.is_file():
             abort(404)
         name = upload.meta["file_name"].rsplit(".", 1)[0] + "-rejected.csv"
-        return Response(
-            stream_with_context(import_jobs.iter_file(path)),
-            mimetype="text/csv",
-            headers={"Content-Disposition": _attachment(name)},
-        )
+        return send_file(path, mimetype="text/csv", as_attachment=True, download_name=_safe(name))
 
     @expose("/template/<kind>.csv")
     def template(self, kind: str) -> Any:
@@ -165,9 +161,12 @@ class BulkUploadView(SecuredBaseView):
         )
 
 
+def _safe(name: str) -> str:
+    return "".join(c for c in name if c.isalnum() or c in "-_.") or "file.csv"
+
+
 def _attachment(name: str) -> str:
-    safe = "".join(c for c in name if c.isalnum() or c in "-_.") or "file.csv"
-    return f'attachment; filename="{safe}"'
+    return f'attachment; filename="{_safe(name)}"'
 
 
 def _actor() -> dict[str, Any]:

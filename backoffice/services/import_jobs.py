@@ -269,6 +269,11 @@ def start(upload: Upload, action: str, actor: dict[str, Any], skip_invalid: bool
         upload.save()
         return
     upload.save()
+    from backoffice.extensions import db
+
+    # The job has a session of its own; the request's ends here so that nothing of it stays
+    # open around the job (it holds no changes: this only closes its transaction).
+    db.session.commit()
     run_job(*args)
     upload.reload()
 
