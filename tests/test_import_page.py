@@ -291,14 +291,14 @@ def test_admins_see_the_import_batches_and_others_do_not(client, auth):
     auth.as_role(RoleName.ADMIN)
     status_url = upload(client, (DATA / "patients.csv").read_bytes()).headers["Location"]
     confirm(client, status_url)
-    html = client.get("/admin/import-batches/").get_data(as_text=True)
+    html = client.get("/admin/import_batch/").get_data(as_text=True)
     assert "patients.csv" in html and "committed" in html
     batch_id = db.session.scalars(select(ImportBatch.id)).one()
-    assert client.get(f"/admin/import-batches/details/?id={batch_id}").status_code == 200
-    assert client.get("/admin/import-batches/new/").status_code == 403
+    assert client.get(f"/admin/import_batch/details/?id={batch_id}").status_code == 200
+    assert client.get("/admin/import_batch/new/").status_code == 403
     auth.logout()
     auth.as_role(RoleName.OPERATOR)
-    assert client.get("/admin/import-batches/").status_code == 403
+    assert client.get("/admin/import_batch/").status_code == 403
 
 
 # --------------------------------------------------------------------------- RQ

@@ -85,6 +85,35 @@ EXPECTED.update(
 EXPECTED[("patient_studies.index", "GET")] = EVERYONE
 EXPECTED[("patient_studies.export", "GET")] = EXPORTERS
 
+# The bulk upload: every step is for the roles that may upload; import batches are for admins.
+UPLOADERS = frozenset({ADMIN, OPERATOR})
+for _m, _method in (
+    ("index", "GET"),
+    ("upload", "POST"),
+    ("status", "GET"),
+    ("confirm", "POST"),
+    ("discard", "POST"),
+    ("progress", "GET"),
+    ("rejected", "GET"),
+    ("template", "GET"),
+):
+    EXPECTED[(f"bulk_upload.{_m}", _method)] = UPLOADERS
+EXPECTED[("import_batch.index_view", "GET")] = ADMIN_ONLY
+EXPECTED[("import_batch.details_view", "GET")] = ADMIN_ONLY
+for _m, _method in (
+    ("create_view", "GET"),
+    ("create_view", "POST"),
+    ("edit_view", "GET"),
+    ("edit_view", "POST"),
+    ("delete_view", "POST"),
+    ("action_view", "POST"),
+    ("ajax_update", "POST"),
+    ("ajax_lookup", "GET"),
+    ("history_view", "GET"),
+    ("export", "GET"),
+):
+    EXPECTED[(f"import_batch.{_m}", _method)] = NOBODY
+
 # Endpoints outside the role matrix, with the reason they are open.
 PUBLIC = {
     ("auth.login", "GET"): "the login page",
@@ -145,6 +174,7 @@ def _record_id(view: str, w: World) -> int:
         "study": w.study_id,
         "user": w.user_id,
         "audit": w.audit_entry_id,
+        "import_batch": 1,  # may not exist: an admin is redirected, everyone else refused
     }[view]
 
 
@@ -220,6 +250,19 @@ def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | Non
         return "/admin/patient-studies/", None
     if endpoint == "patient_studies.export":
         return "/admin/patient-studies/export/csv/", None
+    if endpoint.startswith("bulk_upload."):
+        # An upload token nobody has: allowed roles get a 404 (or a redirect), never a 403.
+        step, token = endpoint.split(".")[1], "NoSuchUploadToken0000"
+        return {
+            "index": ("/admin/bulk-upload/", None),
+            "upload": ("/admin/bulk-upload/upload", {"kind": "patients"}),
+            "status": (f"/admin/bulk-upload/{token}/", None),
+            "confirm": (f"/admin/bulk-upload/{token}/confirm", {}),
+            "discard": (f"/admin/bulk-upload/{token}/discard", {}),
+            "progress": (f"/admin/bulk-upload/{token}/progress", None),
+            "rejected": (f"/admin/bulk-upload/{token}/rejected.csv", None),
+            "template": ("/admin/bulk-upload/template/patients.csv", None),
+        }[step]
     view, name = endpoint.split(".")
     base = f"/admin/{view}/"
     rid = _record_id(view, w)

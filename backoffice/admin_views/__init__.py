@@ -65,7 +65,7 @@ def init_admin(app: Flask) -> Admin:
             name=_l("Import batches"),
             category=_l("Administration"),
             endpoint="import_batch",
-            url="/admin/import-batches",
+            url="/admin/import_batch",
         )
     )
     return admin
