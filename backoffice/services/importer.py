@@ -268,10 +268,12 @@ class _Run:
         plan.after_load()
 
     def _stage_rows(self, rows: CsvRows, header: _Header, plan: Plan, size: int) -> None:
-        slots = header.slots
+        # Only the columns the file has are read; the others stay None.
+        slots = [(pos + 1, idx, c) for pos, (idx, c) in enumerate(header.slots) if idx is not None]
+        absent = [None] * len(header.slots)
         width = header.width
         is_doctor = isinstance(plan, DoctorPlan)
-        one_of = [i for i, (_idx, c) in enumerate(slots) if c.name in self.kind.one_of]
+        one_of = [pos for pos, _idx, c in slots if c.name in self.kind.one_of]
         staged: list[tuple] = []
         phones: list[tuple] = []
         total = 0
@@ -288,10 +290,10 @@ class _Run:
                     )
                 )
             n = len(cells)
-            values: list[Any] = [line]
+            values = [line, *absent]
             ok = True
-            for idx, column in slots:
-                raw = cells[idx] if idx is not None and idx < n else ""
+            for pos, idx, column in slots:
+                raw = cells[idx] if idx < n else ""
                 value = None
                 if raw:
                     if raw[0] == "'" and raw[1:2] in restore:
@@ -301,17 +303,18 @@ class _Run:
                     except RuleError as exc:
                         ok = False
                         add_problem(line, column.name, raw.strip(), _problem_text(column.name, exc))
-                        values.append(None)
                         continue
-                if value is None and column.needed:
-                    ok = False
-                    add_problem(
-                        line,
-                        column.name,
-                        "",
-                        _("%(column)s is empty; a value is needed.", column=column.name),
-                    )
-                values.append(value)
+                if value is None:
+                    if column.needed:
+                        ok = False
+                        add_problem(
+                            line,
+                            column.name,
+                            "",
+                            _("%(column)s is empty; a value is needed.", column=column.name),
+                        )
+                    continue
+                values[pos] = value
             if n > width and "".join(cells[width:]).strip():
                 ok = False
                 add_problem(
@@ -325,7 +328,7 @@ class _Run:
                         width=width,
                     ),
                 )
-            if one_of and all(values[i + 1] is None for i in one_of) and ok:
+            if one_of and ok and all(values[pos] is None for pos in one_of):
                 ok = False
                 add_problem(
                     line,
