@@ -16,6 +16,7 @@ import csv
 import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
@@ -40,8 +41,25 @@ class Db:
         self.pg = conn.dialect.name == "postgresql"
         self.ne = "IS DISTINCT FROM" if self.pg else "IS NOT"
         self.eq = "IS NOT DISTINCT FROM" if self.pg else "IS"
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+
+    def drain(self) -> None:
+        """Wait for the COPY in flight (and raise what it raised)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def run(self, sql: str, **params: Any) -> Any:
+        self.drain()
         stmt = text(sql)
         typed = [bindparam(k, type_=UTCDateTime()) for k in params if k in ("now", "since")]
         if typed:
@@ -53,6 +71,7 @@ class Db:
 
     def stream(self, sql: str, **params: Any) -> Iterator[Sequence[Any]]:
         """Rows in chunks, without holding the whole result (a server-side cursor on PG)."""
+        self.drain()
         stmt = text(sql)
         typed = [bindparam(k, type_=UTCDateTime()) for k in params if k in ("now", "since")]
         if typed:
@@ -62,27 +81,42 @@ class Db:
         )
         yield from result.partitions(CHUNK)
 
-    def load(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
-        """Append rows to a staging table: COPY on PostgreSQL, executemany on SQLite."""
+    def load(
+        self, table: str, columns: Sequence[str], rows: list[tuple], background: bool = False
+    ) -> None:
+        """Append rows to a staging table: COPY on PostgreSQL, executemany on SQLite.
+
+        With ``background`` the COPY runs in a helper thread while the caller checks the next
+        rows (PostgreSQL ingests one chunk while Python reads the next: two cores, both busy).
+        One COPY at a time; every other statement waits for it (``drain``).
+        """
         if not rows:
             return
         if self.pg:
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerows(rows)
             buf.seek(0)
-            cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.copy_expert(
-                    f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buf
-                )
-            finally:
-                cursor.close()
+            sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
+            self.drain()
+            if background:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="import-copy")
+                self._pending = self._pool.submit(self._copy, sql, buf)
+            else:
+                self._copy(sql, buf)
         else:
             marks = ", ".join("?" for _c in columns)
             self.conn.exec_driver_sql(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
                 rows,
             )
+
+    def _copy(self, sql: str, buf: io.StringIO) -> None:
+        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.copy_expert(sql, buf, size=1 << 20)
+        finally:
+            cursor.close()
 
     def date_type(self) -> str:
         return "DATE" if self.pg else "TEXT"
@@ -159,7 +193,7 @@ class Plan:
             self.db.run(f"DROP TABLE IF EXISTS {table}")
 
     def load(self, rows: list[tuple], extra: list[tuple] | None = None) -> None:
-        self.db.load(STAGE, self.stage_columns, rows)
+        self.db.load(STAGE, self.stage_columns, rows, background=True)
 
     def after_load(self) -> None:
         if self.db.pg:
@@ -393,7 +427,7 @@ class DoctorPlan(Plan):
 
     def load(self, rows: list[tuple], extra: list[tuple] | None = None) -> None:
         super().load(rows)
-        self.db.load(PHONES, ("line", "position", "number", "kind"), extra or [])
+        self.db.load(PHONES, ("line", "position", "number", "kind"), extra or [], background=True)
 
     def after_load(self) -> None:
         super().after_load()

@@ -712,6 +712,11 @@ def run_import(
 
 
 def _finish(run: _Run | None, commit: bool) -> None:
+    if run is not None:
+        try:
+            run.db.close()  # no COPY left in flight
+        except Exception:  # noqa: BLE001 - a failed COPY is rolled back below with the rest
+            commit = False
     if run is not None and run.plan is not None and commit:
         run.plan.drop_tables()
     if commit:
