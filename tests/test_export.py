@@ -276,6 +276,22 @@ def test_export_equals_the_list_all_pages(client, auth, many_patients, query):
     assert [r[0] for r in xlsx[1:]] == shown
 
 
+def test_deep_pages_read_ids_first_and_keep_the_order(client, auth, many_patients, monkeypatch):
+    from backoffice.admin_views import export as export_mixin
+
+    auth.as_role(RoleName.MANAGER)
+    pages = [
+        MRN.findall(client.get(f"/admin/patient/?page_size=10&page={p}").get_data(as_text=True))
+        for p in range(6)
+    ]
+    monkeypatch.setattr(export_mixin, "IDS_FIRST_FROM", 10)
+    again = [
+        MRN.findall(client.get(f"/admin/patient/?page_size=10&page={p}").get_data(as_text=True))
+        for p in range(6)
+    ]
+    assert again == pages and sum(len(p) for p in pages) >= 57
+
+
 def test_xlsx_has_the_same_rows_typed(client, auth, people):
     auth.as_role(RoleName.MANAGER)
     csv_rows = read_csv(client.get("/admin/patient/export/csv/"))

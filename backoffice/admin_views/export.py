@@ -22,7 +22,13 @@ from backoffice.services.export import (
     ExportRequest,
     export_response,
 )
-from backoffice.services.listing import ListCount, capped_total, table_total
+from backoffice.services.listing import (
+    IDS_FIRST_FROM,
+    ListCount,
+    capped_total,
+    matches_first,
+    table_total,
+)
 
 # An export column: (header, source) or (header, source, kind). The source is a model
 # attribute, a (relationship, attribute of the related model) pair read through an outer join,
@@ -111,18 +117,41 @@ class ExportMixin:
         page_size: int | None = None,
     ) -> tuple[int | None, Any]:
         query = self.list_query(sort_column, sort_desc, search, filters)
+        searching = bool(search and self._search_supported)  # type: ignore[attr-defined]
         count = None
-        if not self.simple_list_pager:  # type: ignore[attr-defined]
-            filtered = bool(search and self._search_supported) or bool(  # type: ignore[attr-defined]
-                filters and self._filters  # type: ignore[attr-defined]
-            )
-            count = self.list_total(query, filtered)
-        for relation in self._auto_joins:  # type: ignore[attr-defined]
-            query = query.options(joinedload(relation))
-        query = self._apply_pagination(query, page, page_size)  # type: ignore[attr-defined]
-        if execute:
-            query = query.all()
+        if page_size is None:
+            page_size = self.page_size  # type: ignore[attr-defined]
+        skipped = (page or 0) * (page_size or 0)
+        with matches_first(searching):
+            if not self.simple_list_pager:  # type: ignore[attr-defined]
+                filtered = searching or bool(filters and self._filters)  # type: ignore[attr-defined]
+                count = self.list_total(query, filtered)
+            if execute and page_size and skipped >= IDS_FIRST_FROM:
+                return count, self._page_by_ids(query, page or 0, page_size)
+            for relation in self._auto_joins:  # type: ignore[attr-defined]
+                query = query.options(joinedload(relation))
+            query = self._apply_pagination(query, page, page_size)  # type: ignore[attr-defined]
+            if execute:
+                query = query.all()
         return count, query
+
+    def _page_by_ids(self, query: Any, page: int, page_size: int) -> list[Any]:
+        """A deep page: its ids first (read from an index alone where one covers the sort),
+        then its rows, in the ids' order."""
+        pk = self._primary_key_columns()
+        if len(pk) != 1:
+            return self._apply_pagination(query, page, page_size).all()  # type: ignore[attr-defined]
+        ids = [
+            row[0] for row in query.with_entities(pk[0]).limit(page_size).offset(page * page_size)
+        ]
+        if not ids:
+            return []
+        rows = self.get_query().filter(pk[0].in_(ids))  # type: ignore[attr-defined]
+        for relation in self._auto_joins:  # type: ignore[attr-defined]
+            rows = rows.options(joinedload(relation))
+        position = {value: index for index, value in enumerate(ids)}
+        key = pk[0].key
+        return sorted(rows.all(), key=lambda obj: position[getattr(obj, key)])
 
     # ------------------------------------------------------------------ the export
 

@@ -1,4 +1,4 @@
-"""trigram indexes for substring search on PostgreSQL
+"""trigram indexes for substring search and a name-order index on PostgreSQL
 
 Revision ID: 0004_search_indexes
 Revises: 0003_audit_trail
@@ -6,8 +6,9 @@ Create Date: 2026-11-24 04:00:00
 
 The admin lists search with ``ILIKE '%term%'``, which no b-tree index serves: at a million
 patients every search was a sequential scan. ``pg_trgm`` GIN indexes serve it. SQLite has no
-such index (and is not used at that size): nothing happens there. The models declare the same
-indexes with ``ddl_if(dialect="postgresql")``.
+such index (and is not used at that size): nothing happens there. A (last_name, first_name, id)
+index lets a deep page of a list sorted by name read its ids from the index alone. The models
+declare the same indexes with ``ddl_if(dialect="postgresql")``.
 """
 from alembic import op
 
@@ -44,11 +45,16 @@ def upgrade():
             postgresql_using="gin",
             postgresql_ops={column: "gin_trgm_ops"},
         )
+    # Lists sorted by name: a deep page (OFFSET 250,000) reads its ids from this index alone.
+    op.create_index(
+        "ix_patient_name_order", "patient", ["last_name", "first_name", "id"], unique=False
+    )
 
 
 def downgrade():
     if op.get_bind().dialect.name != "postgresql":
         return
+    op.drop_index("ix_patient_name_order", table_name="patient")
     for name, table, _column in TRIGRAM_INDEXES:
         op.drop_index(name, table_name=table)
     # The extension stays: other objects may use it, and dropping it needs more rights.
