@@ -150,10 +150,21 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(500)
     def _internal(e: Any) -> Any:
+        from flask import Response
+
         from backoffice.extensions import db
 
-        db.session.rollback()
-        return _page(500, "errors/500.html")
+        try:
+            db.session.rollback()
+            return _page(500, "errors/500.html")
+        except Exception:  # noqa: BLE001 - the error page itself failed: a fixed page, no details
+            app.logger.error("the 500 page could not be rendered; a plain one was sent")
+            return Response(
+                "<!DOCTYPE html><title>Error</title><h1>Something went wrong</h1>"
+                "<p>Nothing was saved. The error has been logged.</p>",
+                status=500,
+                mimetype="text/html",
+            )
 
 
 def register_commands(app: Flask) -> None:
