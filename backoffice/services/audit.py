@@ -27,7 +27,7 @@ from enum import Enum
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context, request
-from sqlalchemy import event, insert, inspect, select, update
+from sqlalchemy import Integer, bindparam, event, insert, inspect, select, update
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import NO_VALUE
 
@@ -267,6 +267,21 @@ def _normalise_at(at: datetime) -> datetime:
     return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
 
 
+# The head is taken (a row lock on PostgreSQL, the write lock on SQLite) and its last hash read
+# in one round trip: RETURNING gives the row after the update, whose last_hash is unchanged.
+# The statements are built once; a save pays only for executing them.
+_HEAD = AuditHead.__table__
+_BUMP_HEAD = (
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(entries=_HEAD.c.entries + bindparam("added", type_=Integer))
+)
+_TAKE_HEAD = _BUMP_HEAD.returning(_HEAD.c.last_hash)
+_READ_HEAD = select(_HEAD.c.last_hash).where(_HEAD.c.id == 1)
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("new_hash"))
+_INSERT_ENTRIES = insert(AuditEntry.__table__)
+
+
 def append_entries(connection: Any, entries: Sequence[dict[str, Any]]) -> int:
     """Insert prepared entries at the end of the chain, in the caller's transaction.
 
@@ -275,11 +290,11 @@ def append_entries(connection: Any, entries: Sequence[dict[str, Any]]) -> int:
     """
     if not entries:
         return 0
-    head = AuditHead.__table__
-    connection.execute(
-        update(head).where(head.c.id == 1).values(entries=head.c.entries + len(entries))
-    )
-    prev = connection.execute(select(head.c.last_hash).where(head.c.id == 1)).scalar_one()
+    if connection.dialect.update_returning:
+        prev = connection.execute(_TAKE_HEAD, {"added": len(entries)}).scalar_one()
+    else:  # an SQLite older than 3.35
+        connection.execute(_BUMP_HEAD, {"added": len(entries)})
+        prev = connection.execute(_READ_HEAD).scalar_one()
     rows = []
     for entry in entries:
         row = dict(entry)
@@ -288,8 +303,8 @@ def append_entries(connection: Any, entries: Sequence[dict[str, Any]]) -> int:
         row["entry_hash"] = chain_hash(prev, row)
         prev = row["entry_hash"]
         rows.append(row)
-    connection.execute(insert(AuditEntry.__table__), rows)
-    connection.execute(update(head).where(head.c.id == 1).values(last_hash=prev))
+    connection.execute(_INSERT_ENTRIES, rows)
+    connection.execute(_MOVE_HEAD, {"new_hash": prev})
     return len(rows)
 
 
