@@ -442,6 +442,14 @@ def test_users_commands_record_creates_and_updates_under_the_operator_name(app):
     created = one(mark, entity="user", action="CREATE")
     assert (created.entity_id, created.actor_label, created.actor_id) == (user_id, "ops-juan", None)
     assert new_of(created)["roles"] == ["SUPPORT"]
+    # the security event names the operator as the actor and the new account as the entity
+    event = one(mark, action="USER_CREATED")
+    assert (event.entity, event.entity_id) == ("user", user_id)
+    assert (event.actor_label, event.actor_id, event.details) == (
+        "ops-juan",
+        None,
+        {"by": "command"},
+    )
 
     mark = last_id()
     args = ["users", "set-password", "cli@clinic.example.com", "--operator", "ops-juan"]
@@ -450,6 +458,8 @@ def test_users_commands_record_creates_and_updates_under_the_operator_name(app):
     changed = one(mark, entity="user", action="UPDATE")
     assert changed.changes == {"password": ["(hidden)", "(changed)"]}
     assert changed.actor_label == "ops-juan"
+    event = one(mark, action="PASSWORD_CHANGED")
+    assert (event.entity_id, event.actor_label, event.actor_id) == (user_id, "ops-juan", None)
 
     mark = last_id()
     args = ["users", "deactivate", "cli@clinic.example.com", "--operator", "ops-lola"]

@@ -29,8 +29,11 @@ def security_event(event: str, user_id: int | None = None, **details: object) ->
         f" {extra}" if extra else "",
     )
     actor = current_actor()
+    # Nobody logged in yet (a login attempt): the account is the one acting. Someone else acting
+    # (a command's operator, a logged-in admin) stays the actor; the account is the entity.
+    someone_else = actor.user_id is not None or actor.label is not None
     entry_actor = Actor(
-        user_id=user_id if user_id is not None else actor.user_id,
+        user_id=actor.user_id if someone_else else user_id,
         label=actor.label,
         ip=actor.ip,
         request_id=actor.request_id,
