@@ -912,6 +912,25 @@ def test_restore_refused_when_a_new_record_took_the_unique_name(browser, admin):
     ]
 
 
+def test_restore_refused_when_what_it_belonged_to_is_gone(browser, admin):
+    doctor = make_doctor("Eva", "Luna", clinic=make_clinic("Clínica Cerrada"))
+    make_clinic("Clínica Abierta")  # the deleted clinic is not the newest id
+    db.session.commit()
+    doctor_id, clinic_id = doctor.id, doctor.clinic_id
+    mark = last_id()
+    delete_record(browser, "doctor", doctor_id)
+    delete_record(browser, "clinic", clinic_id)
+    deleted = one(mark, entity="doctor", action="DELETE")
+    mark = last_id()
+    response = undo(browser, "restore", deleted.id)
+    assert (
+        f"It cannot be restored: clinic #{clinic_id}, which it belongs to, no longer exists. "
+        "Restore that first." in " ".join(flashes(response.get_data(as_text=True)))
+    )
+    assert entries_after(mark) == []
+    assert count(Doctor) == 0
+
+
 def test_revert_one_update(browser, admin):
     patient = make_patient("Lucía", "Herrera", email="lucia@old.example.com")
     db.session.commit()

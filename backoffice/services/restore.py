@@ -46,6 +46,18 @@ def _unique_conflict(model: type, values: dict[str, Any], exclude_id: Any = None
     return None
 
 
+def _missing_reference(model: type, values: dict[str, Any]) -> str | None:
+    """Name the first record the values point to that no longer exists ("clinic #3")."""
+    for column in inspect(model).columns:
+        if not column.foreign_keys or values.get(column.key) is None:
+            continue
+        target = next(iter(column.foreign_keys)).column
+        found = db.session.execute(select(target).where(target == values[column.key])).first()
+        if found is None:
+            return f"{target.table.name} #{values[column.key]}"
+    return None
+
+
 def _load_entry(entry_id: int, action: str) -> AuditEntry:
     entry = db.session.get(AuditEntry, entry_id)
     if entry is None or entry.action != action or entry.entity not in ENTITY_MODELS:
@@ -75,6 +87,15 @@ def restore_deleted(entry_id: int) -> Any:
             _(
                 "It cannot be restored: another record already has the same %(field)s.",
                 field=clash,
+            )
+        )
+    missing = _missing_reference(model, values)
+    if missing:
+        raise RestoreError(
+            _(
+                "It cannot be restored: %(record)s, which it belongs to, no longer exists. "
+                "Restore that first.",
+                record=missing,
             )
         )
     obj = model(id=int(entry.entity_id), **values)
@@ -139,6 +160,14 @@ def revert_update(entry_id: int) -> Any:
             _(
                 "It cannot be reverted: another record now has the same %(field)s.",
                 field=clash,
+            )
+        )
+    missing = _missing_reference(model, old_values)
+    if missing:
+        raise RestoreError(
+            _(
+                "It cannot be reverted: %(record)s, which it pointed to, no longer exists.",
+                record=missing,
             )
         )
     with audit_as("REVERT", {"reverts_entry": entry.id}):
