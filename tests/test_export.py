@@ -448,3 +448,58 @@ def test_exported_patients_and_studies_upload_again_unchanged(client, auth, peop
         assert report.problems == [], (kind, report.problems)
         assert (report.created, report.updated, report.rejected) == (0, 0, 0), kind
         assert report.unchanged == report.rows_total > 0, kind
+
+
+# --------------------------------------------------------------------------- read-ahead
+
+
+def test_prefetched_batches_arrive_complete_and_in_order():
+    source = [[i, i + 1] for i in range(0, 200, 2)]
+    assert list(export_service.prefetched(lambda: iter(source), depth=2)) == source
+
+
+def test_prefetched_raises_the_helpers_error_here():
+    def failing():
+        yield [1]
+        raise RuntimeError("lost")
+
+    batches = export_service.prefetched(failing)
+    assert next(batches) == [1]
+    with pytest.raises(RuntimeError, match="lost"):
+        next(batches)
+
+
+def test_closing_the_download_stops_the_helper():
+    import threading
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield [0] * 10
+        finally:
+            closed.set()
+
+    batches = export_service.prefetched(endless, depth=1)
+    next(batches)
+    batches.close()
+    assert closed.wait(5), "the helper closed its source"
+
+
+def test_iter_batches_from_an_engine_of_its_own(app):
+    """A real engine (not the test's connection): on PostgreSQL the read-ahead thread runs."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db.engine.engine.url)
+    statement = text(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12345)"
+        " SELECT i FROM n"
+    )
+    try:
+        rows = [
+            r[0] for batch in export_service.iter_batches(engine, statement, 1000) for r in batch
+        ]
+    finally:
+        engine.dispose()
+    assert rows == list(range(1, 12346))

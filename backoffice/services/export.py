@@ -6,7 +6,9 @@ import contextlib
 import csv
 import io
 import logging
+import queue
 import re
+import threading
 import traceback
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +39,8 @@ QUOTE_PREFIX = "'"
 # Rows fetched per round trip: large enough to amortise the round trip, small enough that
 # memory does not depend on the size of the export.
 BATCH_ROWS = 5000
+# Batches read ahead while the current one is written (see ``prefetched``).
+PREFETCH_BATCHES = 4
 # Excel's sheet size (1,048,576 rows, one of them the header): longer exports go on to a new
 # sheet instead of being cut.
 XLSX_MAX_DATA_ROWS = 1_048_575
@@ -149,8 +153,19 @@ def export_connection(bind: Engine | Connection) -> Iterator[Connection]:
 def iter_batches(
     bind: Engine | Connection, statement: Any, batch_rows: int | None = None
 ) -> Iterator[Sequence[Any]]:
-    """Rows of ``statement`` in batches, from a server-side cursor where the database has one."""
+    """Rows of ``statement`` in batches, from a server-side cursor where the database has one.
+
+    From a PostgreSQL engine the next batches are fetched by a helper thread while the current
+    one is written (see ``prefetched``).
+    """
     size = batch_rows or BATCH_ROWS
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        return prefetched(lambda: fetch_batches(bind, statement, size))
+    return fetch_batches(bind, statement, size)
+
+
+def fetch_batches(bind: Engine | Connection, statement: Any, size: int) -> Iterator[Sequence[Any]]:
+    """The rows of ``statement``, ``size`` at a time, on a connection opened and closed here."""
     with export_connection(bind) as conn:
         # PostgreSQL: a named (server-side) cursor, rows arrive batch by batch while the query
         # runs. SQLite has no such cursor, but its cursor steps through the result as it is read.
@@ -161,6 +176,63 @@ def iter_batches(
             yield from result.partitions(size)
         finally:
             result.close()
+
+
+_DONE = object()
+
+
+def prefetched(
+    source: Callable[[], Iterator[Sequence[Any]]], depth: int = PREFETCH_BATCHES
+) -> Iterator[Sequence[Any]]:
+    """The batches of ``source()``, read ahead by a helper thread into a short queue.
+
+    The database works out and sends the next batches while this thread formats the current
+    one (psycopg2 lets go of the GIL while it waits on the server), so an export takes about
+    the longer of the two instead of their sum. At most ``depth`` batches wait in memory. The
+    helper's connection is its own; an error there is raised here; closing this generator
+    (the client went away) stops the helper, which then closes its cursor and connection.
+    """
+    batches: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                batches.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            rows = source()
+            try:
+                for batch in rows:
+                    if not put(batch):
+                        return
+            finally:
+                close = getattr(rows, "close", None)
+                if close is not None:
+                    close()  # the cursor and the connection, in the thread that opened them
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed over to the consuming thread
+            put(exc)
+
+    helper = threading.Thread(target=produce, name="export-prefetch", daemon=True)
+    helper.start()
+    try:
+        while True:
+            item = batches.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        # A helper still waiting on the server finishes on its own and closes its connection.
+        helper.join(timeout=5)
 
 
 # --------------------------------------------------------------------------- the audit
