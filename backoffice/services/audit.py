@@ -10,6 +10,12 @@ Three ways in:
 
 Entries are chained: each ``entry_hash`` is SHA-256 over the previous hash and the entry's
 canonical content. ``verify_chain`` walks the chain and names the first entry that does not fit.
+
+A doctor's phones are part of the doctor as its form edits them: a ``before_flush`` hook gives
+the doctor a new version when only its phones change, and phone entries carry that version, so
+the edit form's conflict check (``entries_since_version``) sees and lists them. Phones removed
+from the list (delete-orphan) are recorded too, through a mapper ``after_delete`` hook.
+``AUDIT_ENABLED`` (default True) exists for bench/bench_audit.py only.
 """
 
 from __future__ import annotations
