@@ -65,13 +65,12 @@ def code_of(enum_cls: type) -> Parser:
 
 
 def birth_date(raw: str) -> str | None:
-    value = check_birth_date(parse_iso_date(raw))
-    return None if value is None else value.isoformat()
+    # The rules accept YYYY-MM-DD only, so the accepted text is already the stored form.
+    return None if check_birth_date(parse_iso_date(raw)) is None else raw.strip()
 
 
 def any_date(raw: str) -> str | None:
-    value = parse_iso_date(raw)
-    return None if value is None else value.isoformat()
+    return None if parse_iso_date(raw) is None else raw.strip()
 
 
 def email_of(model: type, column: str) -> Parser:

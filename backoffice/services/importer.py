@@ -269,11 +269,15 @@ class _Run:
 
     def _stage_rows(self, rows: CsvRows, header: _Header, plan: Plan, size: int) -> None:
         # Only the columns the file has are read; the others stay None.
-        slots = [(pos + 1, idx, c) for pos, (idx, c) in enumerate(header.slots) if idx is not None]
+        slots = [
+            (pos + 1, idx, c.parse, c)
+            for pos, (idx, c) in enumerate(header.slots)
+            if idx is not None
+        ]
         absent = [None] * len(header.slots)
         width = header.width
         is_doctor = isinstance(plan, DoctorPlan)
-        one_of = [pos for pos, _idx, c in slots if c.name in self.kind.one_of]
+        one_of = [pos for pos, _idx, _parse, c in slots if c.name in self.kind.one_of]
         staged: list[tuple] = []
         phones: list[tuple] = []
         total = 0
@@ -292,14 +296,14 @@ class _Run:
             n = len(cells)
             values = [line, *absent]
             ok = True
-            for pos, idx, column in slots:
+            for pos, idx, parse, column in slots:
                 raw = cells[idx] if idx < n else ""
                 value = None
                 if raw:
                     if raw[0] == "'" and raw[1:2] in restore:
                         raw = raw[1:]  # an export neutralised this cell: read it back
                     try:
-                        value = column.parse(raw)
+                        value = parse(raw)
                     except RuleError as exc:
                         ok = False
                         add_problem(line, column.name, raw.strip(), _problem_text(column.name, exc))
