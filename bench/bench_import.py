@@ -99,8 +99,9 @@ def database_url(engine: str, workdir: Path) -> str:
     return f"sqlite:///{workdir / 'bench.sqlite'}"
 
 
-def reset_database(url: str) -> None:
-    """A fresh schema, built by the migrations."""
+def reset_database(url: str, drop_trigram: bool = False) -> None:
+    """A fresh schema, built by the migrations (optionally without the trigram indexes that
+    substring search adds on PostgreSQL, to see what they cost every write)."""
     from sqlalchemy import create_engine, text
 
     from backoffice import create_app
@@ -121,6 +122,13 @@ def reset_database(url: str) -> None:
         from flask_migrate import upgrade
 
         upgrade()
+        if drop_trigram and not url.startswith("sqlite"):
+            with db.engine.begin() as conn:
+                names = conn.execute(
+                    text("SELECT indexname FROM pg_indexes WHERE indexname LIKE '%\\_trgm'")
+                ).scalars()
+                for name in list(names):
+                    conn.execute(text(f'DROP INDEX "{name}"'))
         db.engine.dispose()
 
 
@@ -220,6 +228,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--engines", default="postgresql,sqlite")
     parser.add_argument("--studies", type=int, default=1_000_000)
+    parser.add_argument(
+        "--drop-trigram-indexes",
+        action="store_true",
+        help="Measure PostgreSQL without the pg_trgm indexes of migration 0004.",
+    )
     args = parser.parse_args()
     if args.child:
         args.action = args.child
@@ -244,10 +257,10 @@ def main() -> None:
             for n in sizes:
                 size_mb = files[n].stat().st_size / 1e6
                 if engine == "postgresql":
-                    reset_database(url)
+                    reset_database(url, args.drop_trigram_indexes)
                     r = measure(url, "copy", "patients", files[n])
                     rows.append((engine, f"{n:,} patients", "COPY floor", size_mb, r))
-                reset_database(url)
+                reset_database(url, args.drop_trigram_indexes)
                 r = measure(url, "preview", "patients", files[n])
                 rows.append((engine, f"{n:,} patients", "preview", size_mb, r))
                 r = measure(url, "commit", "patients", files[n])
