@@ -355,3 +355,29 @@ def test_with_a_queue_configured_the_same_job_runs_on_rq(client, auth, rq_queue)
     assert patients() == 4
     event = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "IMPORT")).one()
     assert event.actor_id == user.id
+
+
+def test_old_uploads_are_removed_and_each_user_stays_within_a_quota(app, client, auth, upload_dir):
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    user = auth.as_role(RoleName.OPERATOR)
+    first = upload(client, BAD).headers["Location"]
+    folder = upload_dir / str(user.id) / first.rstrip("/").rsplit("/", 1)[1]
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["uploaded_at"] = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    (folder / "meta.json").write_text(json.dumps(meta))
+    upload(client, BAD)  # every upload cleans up what has timed out
+    assert not folder.exists()
+    assert client.get(first).status_code == 404
+
+    previous = app.config["IMPORT_USER_QUOTA_BYTES"]
+    app.config["IMPORT_USER_QUOTA_BYTES"] = 2 * len(BAD) + 3000
+    try:
+        for _ in range(4):
+            last = upload(client, BAD).headers["Location"]
+    finally:
+        app.config["IMPORT_USER_QUOTA_BYTES"] = previous
+    kept = list((upload_dir / str(user.id)).iterdir())
+    assert 1 <= len(kept) < 5  # the oldest went first
+    assert client.get(last).status_code == 200
