@@ -374,6 +374,7 @@ def child_export(url: str) -> dict[str, Any]:
     client = _client(app)
     rss_before = _rss_mb()
     peak = rss_before
+    cpu_before = time.process_time()
     started = time.perf_counter()
     response = client.get(url, buffered=False)
     first = None
@@ -397,6 +398,7 @@ def child_export(url: str) -> dict[str, Any]:
         "bytes": size,
         "rows": lines - 1,
         "peak_mb": peak,
+        "cpu_seconds": time.process_time() - cpu_before,
         "rss_before_mb": rss_before,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
