@@ -167,6 +167,19 @@ def test_filters_and_search(client, auth, world, args, expected):
     assert patient_ids(html) == [getattr(world, name).id for name in expected]
 
 
+def test_search_totals(client, auth, world):
+    auth.as_role(RoleName.SUPPORT)
+    html = client.get(f"{URL}?search=listing.example").get_data(as_text=True)
+    assert "Patients 1–1 of 1" in html
+    _many(12, 0, "tot")
+    html = client.get(f"{URL}?search=tot&page_size=10&page=1").get_data(as_text=True)
+    assert "Patients 11–12 of 12" in html
+    html = client.get(f"{URL}?search=tot&page_size=10&page=5").get_data(as_text=True)
+    assert "No patient matches" in html
+    html = client.get("/admin/patient/?search=tot&page_size=10&page=1").get_data(as_text=True)
+    assert "List (12)" in html
+
+
 def test_clinic_and_doctor_filters(client, auth, world):
     auth.as_role(RoleName.SUPPORT)
     html = client.get(f"{URL}?clinic={world.north.id}").get_data(as_text=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import abort
 from flask_admin import expose
-from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric
+from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, func
 from sqlalchemy.orm import QueryableAttribute, aliased, joinedload
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -123,6 +123,8 @@ class ExportMixin:
             page_size = self.page_size  # type: ignore[attr-defined]
         skipped = (page or 0) * (page_size or 0)
         with matches_first(searching):
+            if searching and execute and page_size:
+                return self._searched_page(query, page or 0, page_size)
             if not self.simple_list_pager:  # type: ignore[attr-defined]
                 filtered = searching or bool(filters and self._filters)  # type: ignore[attr-defined]
                 count = self.list_total(query, filtered)
@@ -134,6 +136,20 @@ class ExportMixin:
             if execute:
                 query = query.all()
         return count, query
+
+    def _searched_page(self, query: Any, page: int, page_size: int) -> tuple[int | None, list[Any]]:
+        """A searched page with its total: the search reads every match to sort them (see
+        ``matches_first``), so the same statement counts them (``count(*) OVER ()``)."""
+        counted = query.add_columns(func.count().over().label("list_total"))
+        for relation in self._auto_joins:  # type: ignore[attr-defined]
+            counted = counted.options(joinedload(relation))
+        rows = self._apply_pagination(counted, page, page_size).all()  # type: ignore[attr-defined]
+        data = [row[0] for row in rows]
+        if self.simple_list_pager:  # type: ignore[attr-defined]
+            return None, data
+        if rows:
+            return ListCount(rows[0][1]), data
+        return (self.list_total(query, True) if page else ListCount(0)), data
 
     def _page_by_ids(self, query: Any, page: int, page_size: int) -> list[Any]:
         """A deep page: its ids first (read from an index alone where one covers the sort),

@@ -15,6 +15,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    literal,
     or_,
     select,
     text,
@@ -449,18 +450,32 @@ def listing_page(q: ListingQuery) -> ListingPage:
     PostgreSQL adds the two settings of ``matches_first``.
     """
     with matches_first(bool(q.search)):
-        total = listing_total(q)
-        patients = _page_patients(q)
+        if q.search:
+            # A search reads all its matches to sort them: the page counts them on the way.
+            patients, counted = _page_patients(q, count_matches=True)
+            if counted is not None:
+                total = ListCount(counted)
+            else:
+                total = listing_total(q) if q.page else ListCount(0)
+        else:
+            total = listing_total(q)
+            patients, _ = _page_patients(q)
     if patients:
         _attach_studies(q, patients)
     return ListingPage(query=q, patients=patients, total=total)
 
 
-def _page_patients(q: ListingQuery) -> list[ListedPatient]:
+def _page_patients(
+    q: ListingQuery, count_matches: bool = False
+) -> tuple[list[ListedPatient], int | None]:
+    """The page's patients and, with ``count_matches``, the number of all matching patients."""
     ref = aliased(Doctor)
     conditions = _patient_conditions(q)
+    columns: list[Any] = [Patient.id]
+    if count_matches:
+        columns.append(func.count().over().label("matches"))
     page_ids = (
-        select(Patient.id)
+        select(*columns)
         .where(*conditions)
         .order_by(*_patient_order(q))
         .limit(q.page_size)
@@ -482,13 +497,14 @@ def _page_patients(q: ListingQuery) -> list[ListedPatient]:
             ref.last_name,
             Patient.clinic_id,
             Clinic.name,
+            ids_cte.c.matches if count_matches else literal(None),
         )
         .join(ids_cte, ids_cte.c.id == Patient.id)
         .outerjoin(ref, ref.id == Patient.referring_doctor_id)
         .outerjoin(Clinic, Clinic.id == Patient.clinic_id)
         .order_by(*_patient_order(q))
     ).all()
-    return [
+    patients = [
         ListedPatient(
             id=r[0],
             mrn=r[1],
@@ -503,6 +519,7 @@ def _page_patients(q: ListingQuery) -> list[ListedPatient]:
         )
         for r in rows
     ]
+    return patients, (rows[0][11] if rows and count_matches else None)
 
 
 def _attach_studies(q: ListingQuery, patients: list[ListedPatient]) -> None:
