@@ -1098,6 +1098,4 @@ def test_a_deleted_records_id_is_never_given_to_a_new_record(browser, admin):
     delete_record(browser, "clinic", clinic_id)
     post_form(browser, "/admin/clinic/new/", name="Clínica Nueva")
     new_id = created_id(Clinic, name="Clínica Nueva")
-    if new_id == clinic_id and not is_postgres():
-        pytest.xfail("SQLite reuses the id: the tables need AUTOINCREMENT (a migration)")
     assert new_id != clinic_id

@@ -30,3 +30,9 @@ __all__ = [
     "register_integrity_guards",
     "utcnow",
 ]
+
+# SQLite reuses the id of a deleted row unless the table is AUTOINCREMENT: the audit history of a
+# deleted record and of a new one would mix, and a restore could not take its id back. Set here
+# once for every audited table (migration 0005 does the same to existing SQLite databases).
+for _model in (Clinic, Doctor, DoctorPhone, Patient, Study, User, ImportBatch):
+    _model.__table__.dialect_options["sqlite"]["autoincrement"] = True
