@@ -116,12 +116,24 @@ def _locale_date(view: Any, value: date, name: str | None = None) -> str:
     return format_date(value, "medium")
 
 
+def _bool_icon(view: Any, value: bool, name: str | None = None) -> Markup:
+    """Flask-Admin's check icon, with a tooltip in the user's language ("Activo: Sí")."""
+    icon = "fa-check-circle" if value else "fa-minus-circle"
+    glyph = "ok-circle" if value else "minus-sign"
+    label = view.get_column_name(name) if name else ""
+    state = _("Yes") if value else _("No")
+    return Markup('<span class="fa {} glyphicon glyphicon-{} icon-{}" title="{}"></span>').format(
+        icon, glyph, glyph, f"{label}: {state}" if label else state
+    )
+
+
 # Codes shown as translated labels, dates in the user's locale (datetime before date: it is one).
 TYPE_FORMATTERS = {
     LabeledEnum: _enum_label,
     datetime: _locale_datetime,
     date: _locale_date,
     **DEFAULT_FORMATTERS,
+    bool: _bool_icon,
 }
 
 
@@ -133,7 +145,7 @@ class BackofficeModelConverter(AdminModelConverter):
         enum_cls = getattr(column.type, "enum_class", None)
         if not (enum_cls and issubclass(enum_cls, LabeledEnum)):
             return super().convert_enum(column, field_args, **extra)
-        choices = [(m.value, m.label) for m in enum_cls]
+        choices = enum_cls.choices()  # lazy labels: the form class is built once, at start-up
         field_args["choices"] = choices
         field_args["coerce"] = lambda v: v.value if isinstance(v, Enum) else (v or None)
         if column.nullable:

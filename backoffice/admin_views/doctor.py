@@ -138,7 +138,7 @@ class DoctorView(SecuredModelView):
         "active": _l("Active"),
         "created_at": _l("Created"),
         "updated_at": _l("Updated"),
-        "DoctorPhone.number": _l("Phone"),
+        "number": _l("Phone"),  # DoctorPhone.number, in the search box's placeholder
     }
     column_formatters = {"clinic": relation_link("clinic", "clinic"), "phones": _phones_short}
     column_formatters_detail = {"clinic": relation_link("clinic", "clinic"), "phones": _phones}

@@ -6,12 +6,13 @@ from typing import Any
 
 from flask import url_for
 from flask_admin.contrib.sqla.filters import DateBetweenFilter, FilterLike
+from flask_babel import format_date
 from markupsafe import Markup, escape
 from wtforms.validators import DataRequired
 
 from backoffice.admin_views.base import SecuredModelView
 from backoffice.admin_views.formatters import relation_link, urgency_badge
-from backoffice.i18n import _, _l
+from backoffice.i18n import _, _l, ngettext
 from backoffice.models import Clinic, Doctor, Patient
 from backoffice.validation import blank_to_none, check_birth_date, normalize_email
 
@@ -47,8 +48,10 @@ def _studies(view: Any, context: Any, model: Patient, name: str) -> Markup:
 def _birth_date_with_age(view: Any, context: Any, model: Patient, name: str) -> Markup:
     if model.birth_date is None:
         return Markup("")
+    age = model.age()
     return Markup("{} <small class='text-muted'>({})</small>").format(
-        model.birth_date.isoformat(), escape(_("%(age)s years", age=model.age()))
+        format_date(model.birth_date, "medium"),
+        escape(ngettext("%(num)d year", "%(num)d years", age)),
     )
 
 

@@ -114,8 +114,9 @@ class StudyView(SecuredModelView):
         "accession_number": _l("Accession number"),
         "created_at": _l("Created"),
         "updated_at": _l("Updated"),
-        "Patient.last_name": _l("Patient last name"),
-        "Patient.mrn": _l("Patient MRN"),
+        # Patient.last_name and Patient.mrn, in the search box's placeholder
+        "last_name": _l("Patient last name"),
+        "mrn": _l("Patient MRN"),
     }
     column_formatters = {
         "urgency": urgency_formatter,

@@ -79,8 +79,11 @@ class LabeledEnum(str, enum.Enum):
         return [m.value for m in cls]
 
     @classmethod
-    def choices(cls) -> list[tuple[str, str]]:
-        return [(m.value, m.label) for m in cls]
+    def choices(cls) -> list[tuple[str, object]]:
+        """(code, label) pairs; the labels stay lazy, so a list built once (a form's select box,
+        a filter's options) is shown in each request's language."""
+        labels = cls.labels()
+        return [(m.value, labels.get(m, m.value)) for m in cls]
 
     @classmethod
     def parse(cls, raw: object) -> LabeledEnum:
