@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Response, abort, flash, jsonify, redirect, request, send_file, url_for
 from flask_admin import expose
+from flask_babel import get_locale
 from flask_login import current_user
 
 from backoffice.admin_views.base import SecuredBaseView
@@ -30,6 +31,17 @@ PHASES = {
     "failed": _l("Failed"),
 }
 ACTIVE = ("queued", "running")
+# An upload's state, as the list of recent uploads shows it.
+STATES = {
+    "uploaded": _l("Uploaded"),
+    "queued": _l("Waiting"),
+    "running": _l("In progress"),
+    "previewed": _l("Previewed, not imported yet"),
+    "rejected": _l("Rows rejected"),
+    "refused": _l("File refused"),
+    "failed": _l("Failed"),
+    "committed": _l("Imported"),
+}
 
 
 class BulkUploadView(SecuredBaseView):
@@ -65,6 +77,7 @@ class BulkUploadView(SecuredBaseView):
             uploads=import_jobs.list_uploads(current_user.id)[:10],
             settings=import_settings(),
             queued=import_jobs.queue_configured(),
+            states=STATES,
         )
 
     @expose("/upload", methods=("POST",))
@@ -175,4 +188,5 @@ def _actor() -> dict[str, Any]:
         "label": current_user.email,
         "ip": request.remote_addr,
         "request_id": request_id(),
+        "locale": str(get_locale() or "en"),  # the report's language, also in a worker
     }

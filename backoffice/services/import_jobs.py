@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from flask import Flask, current_app, has_app_context
+from flask_babel import force_locale
 
 from backoffice.i18n import _
 from backoffice.services.importer import ImportReport, Progress, run_import
@@ -310,7 +311,11 @@ def run_job(
     # job runs in a worker (``flask worker``) or inside the request that asked for it.
     app = current_app._get_current_object() if has_app_context() else _worker_app()  # type: ignore[attr-defined]
     with app.app_context():
-        return _run_job(user_id, token, action, skip_invalid, actor)
+        # The report's messages in the language of the user who asked (a worker has no request
+        # to choose one from).
+        locale = actor.get("locale")
+        with force_locale(locale) if locale else contextlib.nullcontext():
+            return _run_job(user_id, token, action, skip_invalid, actor)
 
 
 _APP: Flask | None = None

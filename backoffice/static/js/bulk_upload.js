@@ -38,6 +38,11 @@
     return function () { stopped = true; };
   }
 
+  // The page's words, translated by the server (data-msg-* attributes of the form).
+  function msg(form, name, fallback) {
+    return form.getAttribute('data-msg-' + name) || fallback;
+  }
+
   // Forms that start a job: sent in the background so the page can show the progress.
   function sendWithProgress(form) {
     form.addEventListener('submit', function (event) {
@@ -51,7 +56,7 @@
       xhr.open('POST', form.action);
       if (xhr.upload && form.enctype === 'multipart/form-data') {
         xhr.upload.addEventListener('progress', function (e) {
-          if (e.lengthComputable) { show(Math.round(100 * e.loaded / e.total), 'Uploading ' + Math.round(100 * e.loaded / e.total) + '%'); }
+          if (e.lengthComputable) { show(Math.round(100 * e.loaded / e.total), msg(form, 'uploading', 'Uploading') + ' ' + Math.round(100 * e.loaded / e.total) + '%'); }
         });
         xhr.upload.addEventListener('load', function () {
           stop = poll(form.getAttribute('data-progress-url'), show, null);
@@ -63,7 +68,7 @@
         if (stop) { stop(); }
         if (xhr.status === 413) {
           if (button) { button.disabled = false; }
-          show(null, 'The file is larger than the upload limit: nothing was read.');
+          show(null, msg(form, 'too-large', 'The file is larger than the upload limit: nothing was read.'));
           return;
         }
         window.location.assign(xhr.responseURL || window.location.href);
@@ -71,7 +76,7 @@
       xhr.addEventListener('error', function () {
         if (stop) { stop(); }
         if (button) { button.disabled = false; }
-        show(null, 'The connection was lost; try again.');
+        show(null, msg(form, 'lost', 'The connection was lost; try again.'));
       });
       xhr.send(new FormData(form));
     });
