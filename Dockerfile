@@ -20,7 +20,7 @@ COPY . .
 
 # Compile translations when there are any (.mo files are build products, not in git).
 RUN if ls backoffice/translations/*/LC_MESSAGES/*.po >/dev/null 2>&1; then \
-        pybabel compile -f -d backoffice/translations; \
+        pybabel compile -f -d backoffice/translations -D "messages admin"; \
     fi \
     && mkdir -p /app/instance \
     && chown app:app /app/instance

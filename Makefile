@@ -69,5 +69,5 @@ translations-update: translations-extract
 	$(BIN)/pybabel update -i backoffice/translations/messages.pot -d backoffice/translations \
 		-D messages --no-fuzzy-matching
 translations-compile: install
-	@$(BIN)/pybabel compile -f -d backoffice/translations -D messages
+	@$(BIN)/pybabel compile -f -d backoffice/translations -D "messages admin"
 translations: translations-update translations-compile

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
@@ -29,6 +31,8 @@ def init_admin(app: Flask) -> Admin:
         theme=Bootstrap4Theme(swatch="cerulean", fluid=True),
         index_view=DashboardView(name=_l("Dashboard"), url="/admin", endpoint="admin"),
         csp_nonce_generator=csp_nonce,
+        # Our "admin" catalogs fill in what Flask-Admin's compiled ones lack (see their header).
+        translations_path=str(Path(__file__).resolve().parent.parent / "translations"),
     )
     records = _l("Records")
     admin.add_view(ClinicView(Clinic, db, name=_l("Clinics"), category=records, endpoint="clinic"))
