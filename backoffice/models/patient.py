@@ -9,6 +9,7 @@ from sqlalchemy import Date, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
+from backoffice.i18n import _
 from backoffice.models.base import TimestampMixin, VersionedMixin
 from backoffice.validation import blank_to_none, check_birth_date, normalize_email
 
@@ -100,7 +101,7 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
 
     def __str__(self) -> str:
         name = self.full_name or f"Patient #{self.id}"
-        return f"{name} (MRN {self.mrn})" if self.mrn else name
+        return _("%(name)s (MRN %(mrn)s)", name=name, mrn=self.mrn) if self.mrn else name
 
     def __repr__(self) -> str:
         return f"<Patient {self.id}>"
