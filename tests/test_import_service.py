@@ -347,6 +347,64 @@ def test_two_rows_with_the_same_key_are_a_conflict(write):
     assert report.counts == {"created": 1, "updated": 0, "unchanged": 0, "rejected": 2}
     assert [p["line"] for p in report.problems] == [2, 3]
     assert "id 'D1' is on 2 lines of this file (first on line 2)" in report.problems[1]["message"]
+    assert sorted(db.session.scalars(select(Patient.mrn))) == ["D2"]
+
+
+def test_skip_invalid_keeps_exactly_the_rows_the_preview_accepted(write):
+    make_clinic("Known Clinic")
+    existing = make_patient("Old", "Email", email="old@example.com")  # no record number
+    db.session.commit()
+    head = "first_name,last_name,birth_date,email,id,clinic\n"
+    rows = [
+        "A,Dup,1970-01-01,same@example.com,E1,",  # same email as the next row: both refused
+        "B,Dup,1970-01-01,same@example.com,E2,",
+        "C,Clinic,1970-01-01,,E3,Nowhere",  # unknown clinic
+        "D,Good,1970-01-01,d@example.com,E4,Known Clinic",
+        "E,Found,1970-01-01,old@example.com,E5,",  # the existing patient, who gets an MRN
+    ]
+    path = write(head + "\n".join(rows) + "\n")
+    preview = run_import(path, "patients")
+    report = run_import(path, "patients", dry_run=False, skip_invalid=True, expected=preview.counts)
+    assert report.outcome == "committed", report.text_lines()
+    assert (
+        report.counts
+        == preview.counts
+        == {
+            "created": 1,
+            "updated": 1,
+            "unchanged": 0,
+            "rejected": 3,
+        }
+    )
+    assert [p["line"] for p in report.problems] == [p["line"] for p in preview.problems]
+    db.session.expire_all()
+    assert sorted(db.session.scalars(select(Patient.mrn).where(Patient.mrn.is_not(None)))) == [
+        "E4",
+        "E5",
+    ]
+    assert db.session.get(Patient, existing.id).mrn == "E5"
+    assert patient("E4").clinic.name == "Known Clinic"
+    assert patient("E4").import_batch_id == report.batch_id
+
+
+def test_a_commit_whose_counts_changed_since_the_preview_writes_nothing(write):
+    path = write(GOOD_HEADER + "A,B,1970-01-01,,N1\nC,D,1971-01-01,,N2\n")
+    preview = run_import(path, "patients")
+    make_patient("Already", "There", mrn="N2")
+    db.session.commit()
+    report = run_import(path, "patients", dry_run=False, expected=preview.counts)
+    assert report.outcome == "changed"
+    assert "The data changed since your preview" in report.message
+    assert sorted(db.session.scalars(select(Patient.mrn))) == ["N2"]
+    assert db.session.get(ImportBatch, report.batch_id).status == "changed"
+
+
+def test_patients_by_email_only(write):
+    content = "first_name,last_name,birth_date,email\nA,B,1970-01-01,a@example.com\n"
+    first = run_import(write(content), "patients", dry_run=False)
+    second = run_import(write(content.replace(",B,", ",Bee,")), "patients", dry_run=False)
+    assert (first.created, second.updated) == (1, 1)
+    assert db.session.scalars(select(Patient.last_name)).one() == "Bee"
 
 
 def test_patients_are_found_by_email_when_the_row_has_no_record_number(write):
