@@ -18,7 +18,6 @@ import secrets
 import shutil
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,7 +96,10 @@ class Upload:
                 info = dict(job.meta.get("progress") or {})
                 status = job.get_status(refresh=False)
                 info.setdefault("phase", "queued" if status == "queued" else "running")
-                if status == "failed":
+                if status in ("failed", "stopped", "canceled"):
+                    # The worker died or the job was stopped before it could say so itself.
+                    self.meta.update(state="failed", error=_("The job stopped unexpectedly."))
+                    self.save()
                     info["phase"] = "failed"
                 return info
         with contextlib.suppress(OSError, ValueError):
@@ -396,9 +398,3 @@ def _run_job(
 def _previewed_at(upload: Upload) -> datetime | None:
     raw = upload.meta.get("previewed_at")
     return datetime.fromisoformat(raw) if raw else None
-
-
-def iter_file(path: Path, chunk: int = 1 << 16) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while data := fh.read(chunk):
-            yield data
