@@ -353,6 +353,7 @@ def _urls(app: Any) -> dict[str, str]:
         "patients_page_1": "/admin/patient/",
         "patients_page_10000": "/admin/patient/?page=9999",
         "patients_substring_search": "/admin/patient/?search=ernánd",
+        "patients_surname_search": "/admin/patient/?search=llalobes",
         "studies_high": f"/admin/study/?{high}=HIGH",
     }
 
@@ -509,12 +510,14 @@ def main() -> None:
         first = statistics.median(r["first_byte"] for r in results)
         peak = max(r["peak_mb"] for r in results)
         before = min(r["rss_before_mb"] for r in results)
+        cpu = statistics.median(r["cpu_seconds"] for r in results)
         rows.append(
             (
                 name,
                 f"{med:.2f} s (first byte {first * 1000:.0f} ms)",
                 f"{peak:.0f} MB (app idle {before:.0f})",
-                f"{results[0]['rows']:,} rows, {results[0]['bytes'] / 1e6:.0f} MB",
+                (f"{results[0]['rows']:,} rows, " if "/csv/" in urls[name] else "")
+                + f"{results[0]['bytes'] / 1e6:.0f} MB, CPU {cpu:.1f} s",
                 target,
             )
         )
@@ -543,6 +546,7 @@ def main() -> None:
         "patients_page_1",
         "patients_page_10000",
         "patients_substring_search",
+        "patients_surname_search",
         "studies_high",
     ]
     pages = _in_child("pages", str(args.page_runs), *page_names)

@@ -39,6 +39,10 @@ QUOTE_PREFIX = "'"
 # Rows fetched per round trip: large enough to amortise the round trip, small enough that
 # memory does not depend on the size of the export.
 BATCH_ROWS = 5000
+# An export reads every row of its cursor: plan for the whole result, not for its first tenth
+# (PostgreSQL's default for cursors, which picks nested loops of index look-ups: 5.7 s instead
+# of 2.7 s for the 450,000 HIGH studies). Scoped to the export's own transaction.
+POSTGRES_EXPORT_SETTINGS: tuple[str, ...] = ("SET LOCAL cursor_tuple_fraction = 1.0",)
 # Batches read ahead while the current one is written (see ``prefetched``).
 PREFETCH_BATCHES = 4
 # Excel's sheet size (1,048,576 rows, one of them the header): longer exports go on to a new
@@ -167,6 +171,9 @@ def iter_batches(
 def fetch_batches(bind: Engine | Connection, statement: Any, size: int) -> Iterator[Sequence[Any]]:
     """The rows of ``statement``, ``size`` at a time, on a connection opened and closed here."""
     with export_connection(bind) as conn:
+        if isinstance(bind, Engine) and conn.dialect.name == "postgresql":
+            for setting in POSTGRES_EXPORT_SETTINGS:
+                conn.exec_driver_sql(setting)
         # PostgreSQL: a named (server-side) cursor, rows arrive batch by batch while the query
         # runs. SQLite has no such cursor, but its cursor steps through the result as it is read.
         result = conn.execute(
