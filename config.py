@@ -49,6 +49,9 @@ class Config:
     # Internationalisation
     BABEL_DEFAULT_LOCALE = "en"
     LANGUAGES = ("en", "es", "fr")
+    # The regional formats (dates, numbers) a language is shown with: our Spanish-speaking users
+    # are in Mexico (1,234.5 and 3:30 p.m., where Spain's Spanish writes 1.234,5 and 15:30).
+    LOCALE_FORMATS = {"es": "es_MX"}
 
     # Sessions and cookies
     SESSION_COOKIE_HTTPONLY = True

@@ -23,7 +23,15 @@ LANGUAGE_NAMES = {"en": "English", "es": "Español", "fr": "Français"}
 
 
 def select_locale() -> str:
-    """The user's saved choice, then this session's choice, then the browser, then English."""
+    """The user's saved choice, then this session's choice, then the browser, then English.
+
+    The language is returned with its regional formats (``es`` -> ``es_MX``, LOCALE_FORMATS);
+    its messages come from the language's catalog (``translations/es``).
+    """
+    return with_formats(select_language())
+
+
+def select_language() -> str:
     languages = current_app.config["LANGUAGES"]
     if not has_request_context():
         return current_app.config["BABEL_DEFAULT_LOCALE"]
@@ -36,6 +44,16 @@ def select_locale() -> str:
     return (
         request.accept_languages.best_match(languages) or current_app.config["BABEL_DEFAULT_LOCALE"]
     )
+
+
+def with_formats(language: str) -> str:
+    return current_app.config.get("LOCALE_FORMATS", {}).get(language, language)
+
+
+def current_language() -> str:
+    """The language code of this request (``es``, not ``es_MX``): the switcher, ``<html lang>``."""
+    locale = get_locale()
+    return locale.language if locale is not None else "en"
 
 
 def select_timezone() -> str:
@@ -61,7 +79,7 @@ def set_language() -> Any:
 
 def template_globals() -> dict[str, Any]:
     return {
-        "current_locale": lambda: str(get_locale() or "en"),
+        "current_locale": current_language,
         "language_names": LANGUAGE_NAMES,
         "display_timezone": lambda: current_app.config["BABEL_DEFAULT_TIMEZONE"],
     }

@@ -139,7 +139,10 @@ def login() -> Any:
             if locked:
                 security_event("account_locked", user.id)
         else:
+            language = session.get("locale")  # but the language chosen on the login page
             session.clear()  # a new session: nothing from before the login is carried over
+            if language:
+                session["locale"] = language
             record_success(user)
             touch_last_login(user)
             db.session.commit()
@@ -166,7 +169,10 @@ def logout() -> Any:
     user.rotate_session_token()  # a copy of this session's cookie is now worthless
     db.session.commit()
     security_event("logout", user.id)
+    language = user.locale or session.get("locale")  # the login page stays in their language
     logout_user()
     session.clear()
+    if language:
+        session["locale"] = language
     flash(_("You have been logged out."), "info")
     return redirect(url_for("auth.login"))
