@@ -450,6 +450,18 @@ def test_exported_patients_and_studies_upload_again_unchanged(client, auth, peop
         assert report.unchanged == report.rows_total > 0, kind
 
 
+def test_users_export_has_no_secret_and_iso_times(client, auth):
+    admin = auth.as_role(RoleName.ADMIN)
+    response = client.get("/admin/user/export/csv/")
+    rows = read_csv(response)
+    assert rows[0] == ["email", "display_name", "active", "last_login_at", "created_at"]
+    mine = next(r for r in rows if r[0] == admin.email)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", mine[4])
+    body = response.get_data(as_text=True)
+    assert "argon2" not in body and "password" not in body
+    assert read_xlsx(client.get("/admin/user/export/xlsx/"))[0] == rows[0]
+
+
 # --------------------------------------------------------------------------- read-ahead
 
 

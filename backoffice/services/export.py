@@ -86,6 +86,13 @@ def iso_date_sql(expr: ColumnElement, dialect: str) -> ColumnElement:
     return type_coerce(expr, String())
 
 
+def iso_datetime_sql(expr: ColumnElement, dialect: str) -> ColumnElement:
+    """A UTC timestamp as ISO 8601 text (``2026-11-24T03:34:34Z``)."""
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", expr), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+    return func.strftime("%Y-%m-%dT%H:%M:%SZ", expr)
+
+
 @dataclass(frozen=True)
 class ExportColumn:
     """One column of an export: its header, its SQL expression and what kind of value it holds."""
@@ -101,6 +108,8 @@ class ExportColumn:
             return neutralized_sql(type_coerce(self.expr, String()))
         if self.kind == DATE:
             return iso_date_sql(self.expr, dialect)
+        if self.kind == DATETIME:
+            return iso_datetime_sql(self.expr, dialect)
         return self.expr
 
     def for_xlsx(self) -> ColumnElement:
