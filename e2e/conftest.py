@@ -48,9 +48,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[str]:
-    """Migrate and seed a fresh database, then serve the app with gunicorn."""
+def _start_server(seed_data: bool) -> Iterator[str]:
+    """Migrate a fresh SQLite database, add the demo users (and the demo data), serve it with
+    gunicorn on a free port of 127.0.0.1, and stop it afterwards."""
     if not Path(CHROMIUM).exists():
         pytest.exit(
             f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium` "
@@ -65,23 +65,27 @@ def server() -> Iterator[str]:
         "DATABASE_URL": f"sqlite:///{workdir / 'e2e.sqlite'}",
         "SECRET_KEY": "e2e-secret-key-" + "x" * 40,
         "DEMO_PASSWORD": DEMO_PASSWORD,
+        "BACKOFFICE_PASSWORD": DEMO_PASSWORD,
         "FLASK_APP": "run",
         "LOGIN_RATE_LIMIT": "1000 per minute",
-        "BULK_UPLOAD_FOLDER": str(workdir / "uploads"),
+        "IMPORT_UPLOAD_DIR": str(workdir / "uploads"),
     }
-    env.pop("TEST_DATABASE_URL", None)
+    for name in ("TEST_DATABASE_URL", "RQ_REDIS_URL"):
+        env.pop(name, None)
     bin_dir = Path(sys.executable).parent
     flask = str(bin_dir / "flask")
-    subprocess.run([flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
-    subprocess.run(
-        [flask, "seed", "--demo-users", "--operator", "e2e"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+
+    def run(*args: str) -> None:
+        subprocess.run([flask, *args], cwd=ROOT, env=env, check=True, capture_output=True)
+
+    run("db", "upgrade")
+    if seed_data:
+        run("seed", "--demo-users", "--operator", "e2e")
+    else:
+        for role, email in USERS.items():
+            run("users", "create", email, "--role", role, "--operator", "e2e")
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(  # noqa: S603 - fixed command
+    proc = subprocess.Popen(
         [
             str(bin_dir / "gunicorn"),
             "--bind",
@@ -111,15 +115,35 @@ def server() -> Iterator[str]:
     else:
         proc.terminate()
         raise RuntimeError("the server did not start: see " + str(workdir / "server.log"))
-    yield base
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def browser(server: str):  # noqa: ANN201
+def server() -> Iterator[str]:
+    """The app with the demo data set (clinics, doctors, the reference and generated patients)."""
+    yield from _start_server(seed_data=True)
+
+
+@pytest.fixture(scope="session")
+def empty_server() -> Iterator[str]:
+    """The app with the four demo users and no records, for the upload journey."""
+    yield from _start_server(seed_data=False)
+
+
+@pytest.fixture
+def base_url(server: str) -> str:
+    """The server a test's pages open; a module can point it at ``empty_server``."""
+    return server
+
+
+@pytest.fixture(scope="session")
+def browser():  # noqa: ANN201
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -146,6 +170,10 @@ class PageProblems:
                 self.items.append(f"static file {response.status}: {response.url}")
 
         def on_failed(request) -> None:  # noqa: ANN001
+            # A request still in flight when the page moves on (a progress poll, the favicon) is
+            # cancelled by the browser itself: not a failure of the app.
+            if "ERR_ABORTED" in (request.failure or ""):
+                return
             if request.url.startswith(base) and request.resource_type != "document":
                 self.items.append(f"request failed: {request.url} {request.failure}")
             elif not request.url.startswith(base) and not request.url.startswith("data:"):
@@ -164,14 +192,14 @@ class PageProblems:
 
 
 @pytest.fixture
-def new_page(browser, server: str):  # noqa: ANN001, ANN201
+def new_page(browser, base_url: str):  # noqa: ANN001, ANN201
     """Open fresh browser contexts (one per user); fail the test on any page problem."""
     contexts = []
     problems = PageProblems()
 
     def _open(accept_downloads: bool = False, locale: str = "en-US"):  # noqa: ANN202
         context = browser.new_context(
-            base_url=server,
+            base_url=base_url,
             accept_downloads=accept_downloads,
             locale=locale,
             viewport={"width": 1400, "height": 1000},
@@ -179,7 +207,7 @@ def new_page(browser, server: str):  # noqa: ANN001, ANN201
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(15_000)
-        problems.watch(page, server)
+        problems.watch(page, base_url)
         return page
 
     yield _open

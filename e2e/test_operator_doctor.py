@@ -57,7 +57,7 @@ def test_operator_creates_clinic_and_doctor_with_phones(new_page):
     page.wait_for_url("**/admin/doctor/**")
 
     page.goto("/admin/doctor/?search=Navegador")
-    page.click("a[title='View Record']")
+    page.click("table.model-list a[href*='/details/']")
     details = page.locator("table").first.inner_text()
     screenshot(page, "doctor-details")
     assert "+525511112222" in details
