@@ -22,3 +22,12 @@ def test_dashboard_charts_render_with_seeded_data(new_page):
     page.wait_for_url("**/admin/study/**")
     assert "flt" in page.url
     screenshot(page, "list-studies-filtered")
+
+
+def test_every_list_renders(new_page):
+    page = new_page()
+    login(page, "admin")
+    for view in ("clinic", "doctor", "patient", "study", "user", "audit"):
+        page.goto(f"/admin/{view}/")
+        assert page.locator("table.model-list tbody tr").count() > 0, view
+        screenshot(page, f"list-{view}")
