@@ -199,7 +199,10 @@ def measure(url: str, action: str, kind: str, file: Path) -> dict:
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
         raise SystemExit(f"measurement failed: {out.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    # The machine may be shared: the load says how far to trust a figure.
+    result["load"] = os.getloadavg()[0]
+    return result
 
 
 def baseline_rss() -> float:
@@ -284,13 +287,13 @@ def main() -> None:
     )
     print(
         f"{'engine':<11} {'file':<20} {'step':<11} {'MB':>6} {'seconds':>8} {'rows/s':>10} "
-        f"{'peak MB':>8}  outcome"
+        f"{'peak MB':>8} {'load':>5}  outcome"
     )
     for engine, label, step, size_mb, r in rows:
         n = int(label.split()[0].replace(",", ""))
         print(
             f"{engine:<11} {label:<20} {step:<11} {size_mb:>6.1f} {r['seconds']:>8.2f} "
-            f"{n / r['seconds']:>10,.0f} {r['peak_mb']:>8.0f}  {r['outcome']} "
+            f"{n / r['seconds']:>10,.0f} {r['peak_mb']:>8.0f} {r['load']:>5.1f}  {r['outcome']} "
             + (
                 f"({r.get('created', 0)} created, {r.get('updated', 0)} updated, "
                 f"{r.get('unchanged', 0)} unchanged, {r.get('rejected', 0)} rejected)"
