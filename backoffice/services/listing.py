@@ -323,26 +323,44 @@ def _patient_conditions(q: ListingQuery) -> list[ColumnElement]:
     return conditions
 
 
-def _patient_order(q: ListingQuery) -> list[ColumnElement]:
-    by_name = [Patient.last_name, Patient.first_name, Patient.id]
+@dataclass(frozen=True)
+class PatientOrder:
+    """How the listing orders patients: its sort keys, each ascending or descending."""
+
+    keys: tuple[tuple[ColumnElement, bool], ...]  # (expression, descending)
+
+    def order_by(self, columns: Sequence[Any] | None = None) -> list[ColumnElement]:
+        """ORDER BY clauses over the keys, or over ``columns`` holding the same values."""
+        exprs = columns if columns is not None else [expr for expr, _ in self.keys]
+        return [
+            expr.desc().nulls_last() if descending else expr.asc().nulls_last()
+            for expr, (_, descending) in zip(exprs, self.keys, strict=True)
+        ]
+
+
+def _patient_order(q: ListingQuery) -> PatientOrder:
+    by_name = ((Patient.last_name, False), (Patient.first_name, False), (Patient.id, False))
     if q.sort == "name":
-        return by_name
+        return PatientOrder(by_name)
+    # Only the studies the listing shows count for "most recent" and "most urgent". A subquery
+    # per patient is evaluated for the matching patients only (a filtered listing stays fast);
+    # the latest date comes from ix_study_patient_date alone. Unfiltered, at a million
+    # patients, these two sorts take seconds (see the benchmark).
     s = aliased(Study)
-    # Only the studies the listing shows count for "most recent" and "most urgent".
     latest = (
         select(func.max(s.study_date))
         .where(s.patient_id == Patient.id, *_study_conditions(q, s))
         .scalar_subquery()
     )
     if q.sort == "recent":
-        return [latest.desc().nulls_last(), *by_name]
+        return PatientOrder(((latest, True), *by_name))
     s2 = aliased(Study)
     top = (
         select(func.min(urgency_rank(s2.urgency)))
         .where(s2.patient_id == Patient.id, *_study_conditions(q, s2))
         .scalar_subquery()
     )
-    return [top.asc().nulls_last(), latest.desc().nulls_last(), *by_name]
+    return PatientOrder(((top, False), (latest, True), *by_name))
 
 
 def _study_order(study: Any) -> list[ColumnElement]:
@@ -471,13 +489,17 @@ def _page_patients(
     """The page's patients and, with ``count_matches``, the number of all matching patients."""
     ref = aliased(Doctor)
     conditions = _patient_conditions(q)
-    columns: list[Any] = [Patient.id]
+    order = _patient_order(q)
+    # The page's ids with their sort keys, so that the details are put in order without
+    # computing the keys again.
+    keys = [expr.label(f"key{i}") for i, (expr, _) in enumerate(order.keys)]
+    columns: list[Any] = [Patient.id.label("page_id"), *keys]
     if count_matches:
         columns.append(func.count().over().label("matches"))
     page_ids = (
         select(*columns)
         .where(*conditions)
-        .order_by(*_patient_order(q))
+        .order_by(*order.order_by())
         .limit(q.page_size)
         .offset(q.page * q.page_size)
     )
@@ -499,10 +521,10 @@ def _page_patients(
             Clinic.name,
             ids_cte.c.matches if count_matches else literal(None),
         )
-        .join(ids_cte, ids_cte.c.id == Patient.id)
+        .join(ids_cte, ids_cte.c.page_id == Patient.id)
         .outerjoin(ref, ref.id == Patient.referring_doctor_id)
         .outerjoin(Clinic, Clinic.id == Patient.clinic_id)
-        .order_by(*_patient_order(q))
+        .order_by(*order.order_by([ids_cte.c[f"key{i}"] for i in range(len(order.keys))]))
     ).all()
     patients = [
         ListedPatient(
@@ -620,7 +642,8 @@ def listing_export(q: ListingQuery, dialect: str) -> ExportRequest:
     ]
     conditions = _patient_conditions(q)
     study_on = and_(study.patient_id == Patient.id, *_study_conditions(q, study))
-    order = [*_patient_order(q), *_study_order(study)]
+    patient_order = _patient_order(q)
+    order = [*patient_order.order_by(), *_study_order(study)]
 
     def select_for(exprs: list[ColumnElement]) -> Any:
         return (
