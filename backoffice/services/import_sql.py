@@ -197,8 +197,8 @@ class Plan:
 
     def after_load(self) -> None:
         if self.db.pg:
-            # Sorts and hashes over the staged rows stay in memory (this transaction only).
-            self.db.run("SET LOCAL work_mem = '64MB'")
+            # Sorts and hashes over a million staged rows stay in memory (this transaction only).
+            self.db.run("SET LOCAL work_mem = '256MB'")
             # Temporary tables get no automatic statistics; the joins need row counts. A small
             # sample is enough for that and keeps ANALYZE cheap on a million rows.
             self.db.run("SET LOCAL default_statistics_target = 10")
