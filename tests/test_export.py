@@ -515,3 +515,15 @@ def test_iter_batches_from_an_engine_of_its_own(app):
     finally:
         engine.dispose()
     assert rows == list(range(1, 12346))
+
+
+def test_xlsx_goes_on_to_a_new_sheet_past_excels_row_limit(client, auth, people, monkeypatch):
+    monkeypatch.setattr(export_service, "XLSX_MAX_DATA_ROWS", 3)
+    auth.as_role(RoleName.MANAGER)
+    book = load_workbook(io.BytesIO(client.get("/admin/patient/export/xlsx/").get_data()))
+    assert [sheet.title for sheet in book.worksheets] == ["patients", "patients 2"]
+    sheets = [[list(r) for r in s.iter_rows(values_only=True)] for s in book.worksheets]
+    assert all(rows[0][0] == "id" for rows in sheets)
+    assert [len(rows) - 1 for rows in sheets] == [3, 1]
+    ids = [row[0] for rows in sheets for row in rows[1:]]
+    assert sorted(ids) == sorted(p.mrn for p in people)
