@@ -8,8 +8,8 @@ from e2e.conftest import login, screenshot
 def test_switch_to_spanish(new_page):
     page = new_page()
     login(page, "support")
-    page.select_option("#language-select", "es")
-    page.wait_for_load_state("networkidle")
+    with page.expect_navigation():  # the switcher submits itself when changed
+        page.select_option("#language-select", "es")
     for url, words in {
         "/admin/": ["Pacientes", "Cerrar sesión"],
         "/admin/patient/": ["Apellido", "Fecha de nacimiento"],
@@ -23,6 +23,6 @@ def test_switch_to_spanish(new_page):
         assert "Log out" not in text
     screenshot(page, "dashboard-es")
     # the choice is remembered for the user: back to English for the other journeys
-    page.select_option("#language-select", "en")
-    page.wait_for_load_state("networkidle")
+    with page.expect_navigation():
+        page.select_option("#language-select", "en")
     assert "Log out" in page.inner_text("body")
