@@ -137,7 +137,7 @@ mkdir -p "$WORK/translations"
 cp -r backoffice/translations/. "$WORK/translations/" 2>/dev/null
 if ls "$WORK"/translations/*/LC_MESSAGES/*.po >/dev/null 2>&1; then
   check "translations compile (pybabel compile -f)" \
-    "$BIN/pybabel" compile -q -f -d "$WORK/translations"
+    "$BIN/pybabel" compile -f -d "$WORK/translations" -D "messages admin"
 else
   ok "no .po files yet: the Dockerfile's guarded pybabel compile is skipped"
 fi
@@ -183,6 +183,8 @@ COMPOSE_ENV=(
   "SESSION_COOKIE_SECURE=true"
   "FORWARDED_ALLOW_IPS=127.0.0.1,::1"
   "RATELIMIT_STORAGE_URI=$RATELIMIT_URI"
+  "RQ_REDIS_URL=${RATELIMIT_URI/%\/0/\/1}"
+  "IMPORT_UPLOAD_DIR=$WORK/imports"
   "LOG_LEVEL=INFO"
 )
 IMAGE_ENV=(
