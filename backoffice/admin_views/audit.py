@@ -15,7 +15,7 @@ from flask_admin.contrib.sqla.filters import (
 from flask_babel import to_utc
 from markupsafe import Markup
 
-from backoffice.admin_views.base import SecuredModelView, _show
+from backoffice.admin_views.base import ReadOnlyModelView, _show
 from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
 from backoffice.i18n import _, _l
@@ -69,25 +69,14 @@ ACTIONS = (
 )
 
 
-class AuditLogView(SecuredModelView):
+class AuditLogView(ReadOnlyModelView):
     """Entries can be read and filtered; no endpoint creates, edits or deletes one."""
 
     endpoint_permissions = {
-        "index_view": AUDIT,
-        "details_view": AUDIT,
+        **ReadOnlyModelView.endpoint_permissions,
         "restore_view": AUDIT,
         "revert_view": AUDIT,
-        "create_view": NOBODY,
-        "edit_view": NOBODY,
-        "delete_view": NOBODY,
-        "action_view": NOBODY,
-        "ajax_update": NOBODY,
-        "ajax_lookup": NOBODY,
-        "history_view": NOBODY,
-        "export": NOBODY,
     }
-    action_permissions: dict = {}
-    menu_permission = AUDIT
     audit_entity = "audit_log"
     details_template = "admin/audit/details.html"
 
@@ -147,25 +136,6 @@ class AuditLogView(SecuredModelView):
     column_formatters = {"changes": _changes, "details": _details}
     column_formatters_detail = column_formatters
     can_set_page_size = True
-
-    @property
-    def can_create(self) -> bool:  # type: ignore[override]
-        return False
-
-    @property
-    def can_edit(self) -> bool:  # type: ignore[override]
-        return False
-
-    @property
-    def can_delete(self) -> bool:  # type: ignore[override]
-        return False
-
-    @property
-    def can_export(self) -> bool:  # type: ignore[override]
-        return False
-
-    def get_one(self, id: Any) -> Any:  # no VIEW entries about reading the log itself
-        return db.session.get(AuditEntry, int(id)) if str(id).isdigit() else None
 
     def _undo(self, kind: str) -> Any:
         from backoffice.services.restore import RestoreError, restore_deleted, revert_update

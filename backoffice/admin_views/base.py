@@ -361,6 +361,47 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
         return True
 
 
+class ReadOnlyModelView(SecuredModelView):
+    """Records only the application writes (audit entries, import batches): admins read them,
+    and no endpoint creates, edits, deletes or exports one, whoever asks."""
+
+    endpoint_permissions = {
+        "index_view": Perm.AUDIT,
+        "details_view": Perm.AUDIT,
+        "create_view": Perm.NOBODY,
+        "edit_view": Perm.NOBODY,
+        "delete_view": Perm.NOBODY,
+        "action_view": Perm.NOBODY,
+        "ajax_update": Perm.NOBODY,
+        "ajax_lookup": Perm.NOBODY,
+        "history_view": Perm.NOBODY,
+        "export": Perm.NOBODY,
+    }
+    action_permissions: dict = {}
+    menu_permission = Perm.AUDIT
+
+    @property
+    def can_create(self) -> bool:  # type: ignore[override]
+        return False
+
+    @property
+    def can_edit(self) -> bool:  # type: ignore[override]
+        return False
+
+    @property
+    def can_delete(self) -> bool:  # type: ignore[override]
+        return False
+
+    @property
+    def can_export(self) -> bool:  # type: ignore[override]
+        return False
+
+    def get_one(self, id: Any) -> Any:
+        """By id, without the VIEW entry record pages write (reading the log is not a read of
+        patient data)."""
+        return db.session.get(self.model, int(id)) if str(id).isdigit() else None
+
+
 def integrity_error_constraint(exc: IntegrityError) -> str:
     """The name of the violated constraint (or column), without any value."""
     orig = getattr(exc, "orig", None)

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask_admin.contrib.sqla.filters import DateTimeBetweenFilter, FilterEqual, FilterLike
 
-from backoffice.admin_views.base import SecuredModelView
+from backoffice.admin_views.base import ReadOnlyModelView
 from backoffice.auth.permissions import Perm, can
-from backoffice.extensions import db
 from backoffice.i18n import _l
 from backoffice.models import ImportBatch
 
 AUDIT = Perm.AUDIT
-NOBODY = Perm.NOBODY
 
 
-class ImportBatchView(SecuredModelView):
+class ImportBatchView(ReadOnlyModelView):
     """Batches are written by the importer only; no endpoint creates, edits or deletes one."""
-
-    endpoint_permissions = {
-        "index_view": AUDIT,
-        "details_view": AUDIT,
-        "create_view": NOBODY,
-        "edit_view": NOBODY,
-        "delete_view": NOBODY,
-        "action_view": NOBODY,
-        "ajax_update": NOBODY,
-        "ajax_lookup": NOBODY,
-        "history_view": NOBODY,
-        "export": NOBODY,
-    }
-    action_permissions: dict = {}
-    menu_permission = AUDIT
 
     column_list = (
         "created_at",
@@ -101,25 +82,6 @@ class ImportBatchView(SecuredModelView):
         "rows_rejected": _l("Rejected"),
         "message": _l("Message"),
     }
-
-    @property
-    def can_create(self) -> bool:  # type: ignore[override]
-        return False
-
-    @property
-    def can_edit(self) -> bool:  # type: ignore[override]
-        return False
-
-    @property
-    def can_delete(self) -> bool:  # type: ignore[override]
-        return False
-
-    @property
-    def can_export(self) -> bool:  # type: ignore[override]
-        return False
-
-    def get_one(self, id: Any) -> Any:
-        return db.session.get(ImportBatch, int(id)) if str(id).isdigit() else None
 
     def is_visible(self) -> bool:
         return can(AUDIT)
