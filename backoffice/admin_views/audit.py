@@ -22,7 +22,6 @@ from backoffice.i18n import _, _l
 from backoffice.models import AuditEntry
 
 AUDIT = Perm.AUDIT
-NOBODY = Perm.NOBODY
 
 
 def _changes(view: Any, context: Any, model: AuditEntry, name: str) -> Markup:
