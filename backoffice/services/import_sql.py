@@ -392,6 +392,20 @@ class Plan:
             n=limit,
         ).all()
 
+    def resolve_clinic(self) -> None:
+        """Doctor and patient rows name their clinic: find it by name, or reject the row."""
+        self.resolve(
+            "clinic_id",
+            "c_clinic",
+            "clinic",
+            "name",
+            "clinic",
+            lambda name: _(
+                "clinic '%(name)s' does not exist: add the clinic first, or check its name.",
+                name=name,
+            ),
+        )
+
 
 def today_literal() -> str:
     return f"'{date.today().isoformat()}'"
@@ -463,17 +477,7 @@ class DoctorPlan(Plan):
         self.flag_duplicates("c_email", "email")
         if "licence_number" in self.present:
             self.flag_duplicates("c_licence_number", "licence_number")
-        self.resolve(
-            "clinic_id",
-            "c_clinic",
-            "clinic",
-            "name",
-            "clinic",
-            lambda name: _(
-                "clinic '%(name)s' does not exist: add the clinic first, or check its name.",
-                name=name,
-            ),
-        )
+        self.resolve_clinic()
         self.match_by("doctor t", f"t.email = {STAGE}.c_email")
 
     def check(self) -> None:
@@ -564,17 +568,7 @@ class PatientPlan(Plan):
         if "email" in self.present:
             self.flag_duplicates("c_email", "email")
         if "clinic" in self.present:
-            self.resolve(
-                "clinic_id",
-                "c_clinic",
-                "clinic",
-                "name",
-                "clinic",
-                lambda name: _(
-                    "clinic '%(name)s' does not exist: add the clinic first, or check its name.",
-                    name=name,
-                ),
-            )
+            self.resolve_clinic()
         if "referring_doctor" in self.present:
             self.resolve(
                 "doctor_id",
