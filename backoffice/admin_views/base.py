@@ -23,7 +23,7 @@ from flask_admin.model.form import converts
 from flask_babel import format_date, format_datetime
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import HiddenField
@@ -440,7 +440,3 @@ def _show(value: Any) -> Markup:
     if value is None or value == "":
         return Markup('<span class="text-muted">&empty;</span>')
     return Markup("<code>{}</code>").format(value)
-
-
-def link(url: str, text: object) -> Markup:
-    return Markup('<a href="{}">{}</a>').format(url, escape(str(text)))

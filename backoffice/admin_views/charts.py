@@ -5,7 +5,7 @@ Every bar is a link to the list it counts, and carries a <title> tooltip.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup, escape
@@ -131,6 +131,3 @@ def horizontal_bars(
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text in it went through escape()
-
-
-UrlFor = Callable[..., str]

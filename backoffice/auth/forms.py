@@ -11,7 +11,3 @@ class LoginForm(FlaskForm):
     email = StringField(_l("Email"), validators=[DataRequired(), Length(max=254)])
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=1024)])
     next = HiddenField()
-
-
-class LogoutForm(FlaskForm):
-    """Empty form: logout is a POST carrying the CSRF token."""

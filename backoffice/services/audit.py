@@ -455,8 +455,6 @@ def _collect(session: Session) -> list[dict[str, Any]]:
 def _audit_enabled(session: Session) -> bool:
     # AUDIT_ENABLED (default True) exists for bench/bench_audit.py only, to measure what the
     # trail costs; no environment variable sets it and no deployment may turn it off.
-    if session.info.get("audit_disabled"):
-        return False
     return not has_app_context() or current_app.config.get("AUDIT_ENABLED", True)
 
 
@@ -512,17 +510,6 @@ def register_audit_hooks(session_cls: type[Session] | Any = Session) -> None:
     for model in AUDITED:
         if not event.contains(model, "after_delete", _remember_delete):
             event.listen(model, "after_delete", _remember_delete)
-
-
-@contextlib.contextmanager
-def audit_disabled(session: Session | None = None) -> Iterator[None]:
-    """For benchmarks that measure the cost of auditing only: never used by the product."""
-    session = session or db.session
-    session.info["audit_disabled"] = True
-    try:
-        yield
-    finally:
-        session.info.pop("audit_disabled", None)
 
 
 # --------------------------------------------------------------------------- reading it back
