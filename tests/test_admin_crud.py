@@ -728,12 +728,46 @@ def test_patient_search_by_name_email_and_mrn(client, admin):
         page = client.get("/admin/patient/", query_string={"search": term})
         return column(page.get_data(as_text=True), "last_name")
 
+    # names anywhere in the value, whatever the case
     assert found("vill") == ["Villalobos"]
+    assert found("LOBOS") == ["Villalobos"]
     assert found("Jessica") == ["Ramirez"]
-    assert found("correo.example") == ["Del Toro"]
+    assert found("Toro Diana") == ["Del Toro"]  # every word, each in some column
+    # the MRN and the email from their start (a b-tree index serves it)
     assert found("3") == ["Del Toro"]
-    assert found("ejemplo.com") == ["Ramirez", "Villalobos"]
+    assert found("PEPE@") == ["Villalobos"]
+    assert found("diana@correo") == ["Del Toro"]
+    assert found("correo.example") == []
+    assert found("ejemplo.com") == []
+    # the whole value with "=", and LIKE's wildcards are only characters
+    assert found("=jessica@ejemplo.com") == ["Ramirez"]
+    assert found("=jessica@") == []
+    assert found("%") == [] and found("_") == []
     assert found("nobody") == []
+
+
+def test_patient_search_by_mrn_prefix_and_the_study_form_look_up(client, admin):
+    make_patient("Jose", "Villalobos", mrn="MRN-0042", email="pepe@ejemplo.com")
+    make_patient("Ana", "Molina", mrn="MRN-1042", email="ana@ejemplo.com")
+    db.session.commit()
+    page = client.get("/admin/patient/", query_string={"search": "mrn-00"})
+    assert column(page.get_data(as_text=True), "last_name") == ["Villalobos"]
+    page = client.get("/admin/patient/", query_string={"search": "042"})
+    assert column(page.get_data(as_text=True), "last_name") == []
+    # The study form's patient box searches the same way, every word in some column.
+
+    def looked_up(term: str) -> list[str]:
+        response = client.get(
+            "/admin/study/ajax/lookup/", query_string={"name": "patient", "query": term}
+        )
+        assert response.status_code == 200
+        return [text for _id, text in response.get_json()]
+
+    assert looked_up("jose villa") == ["Jose Villalobos (MRN MRN-0042)"]
+    assert looked_up("MRN-1") == ["Ana Molina (MRN MRN-1042)"]
+    assert looked_up("ana@") == ["Ana Molina (MRN MRN-1042)"]
+    assert looked_up("1042") == []
+    assert looked_up("lina") == ["Ana Molina (MRN MRN-1042)"]
 
 
 def test_doctor_search_by_name_email_and_phone_number(client, admin, clinic):

@@ -61,7 +61,17 @@ def test_every_model_table_exists_with_its_indexes():
         study_indexes
     )
     patient_indexes = {i["name"] for i in inspector.get_indexes("patient")}
-    assert "ix_patient_last_name" in patient_indexes
+    assert "ix_patient_name_order" in patient_indexes
+    assert "ix_patient_last_name" not in patient_indexes  # the name-order index serves it
+    if db.session.connection().dialect.name == "postgresql":
+        # names anywhere (trigram), record numbers and emails from their start (b-tree)
+        assert {
+            "ix_patient_first_name_trgm",
+            "ix_patient_last_name_trgm",
+            "ix_patient_mrn_prefix",
+            "ix_patient_email_prefix",
+        } <= patient_indexes
+        assert not {"ix_patient_mrn_trgm", "ix_patient_email_trgm"} & patient_indexes
 
 
 def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path):

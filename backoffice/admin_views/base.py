@@ -16,6 +16,7 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_admin import BaseView, expose
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.contrib.sqla.ajax import QueryAjaxModelLoader
 from flask_admin.contrib.sqla.form import AdminModelConverter
 from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
 from flask_admin.form import Select2Field
@@ -24,6 +25,7 @@ from flask_babel import format_date, format_datetime
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
+from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import HiddenField
@@ -34,6 +36,7 @@ from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
 from backoffice.i18n import _
 from backoffice.models import DeletionRefused, LabeledEnum
+from backoffice.services.search import word_matches
 from backoffice.services.users import UserError
 from backoffice.validation import RuleError
 
@@ -159,6 +162,34 @@ class BackofficeModelConverter(AdminModelConverter):
         return Select2Field(**field_args)
 
 
+class SearchAjaxLoader(QueryAjaxModelLoader):
+    """The look-up behind a form's related-record box, searched like the lists.
+
+    Every word must match one of ``fields`` (Flask-Admin's own loader looks for the whole
+    typed text in one field), the ``prefix`` fields from their start (see
+    backoffice/services/search.py), in a stable order.
+    """
+
+    def __init__(self, name: str, session: Any, model: Any, **options: Any) -> None:
+        super().__init__(name, session, model, **options)
+        self.prefix = frozenset(options.get("prefix", ()))
+
+    def get_list(self, term: str, offset: int = 0, limit: int = 10) -> Any:
+        query = self.get_query()
+        for word in term.split():
+            clauses = [
+                clause
+                for field in self._cached_fields
+                if (clause := word_matches(field, word, prefix=field.key in self.prefix))
+                is not None
+            ]
+            if clauses:
+                query = query.filter(or_(*clauses))
+        order = [self.order_by] if self.order_by else []
+        pk = getattr(self.model, self.pk)
+        return query.order_by(*order, pk).offset(offset).limit(limit).all()
+
+
 class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
     """Base of every model view: roles, CSRF, stable sorting, and errors that leak nothing."""
 
@@ -198,6 +229,45 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
     @property
     def can_export(self) -> bool:  # type: ignore[override]
         return can(Perm.EXPORT)
+
+    #: searchable columns matched from the start of their value (record numbers, emails);
+    #: the others match anywhere (see backoffice/services/search.py)
+    column_search_prefix: tuple[str, ...] = ()
+
+    def _apply_search(
+        self, query: Any, count_query: Any, joins: dict, count_joins: dict, search: str
+    ) -> tuple[Any, Any, dict, dict]:
+        """Every word must match one searchable column, as Flask-Admin's own search, but
+        with LIKE's wildcards taken literally and keys matched from their start."""
+        for word in search.split():
+            clauses, count_clauses = [], []
+            for field, path in self._search_fields or []:
+                query, joins, alias = self._apply_path_joins(query, joins, path, inner_join=False)
+                clause = self._search_clause(
+                    field if alias is None else getattr(alias, field.key), word
+                )
+                if clause is not None:
+                    clauses.append(clause)
+                if count_query is not None:
+                    count_query, count_joins, count_alias = self._apply_path_joins(
+                        count_query, count_joins, path, inner_join=False
+                    )
+                    column = field if count_alias is None else getattr(count_alias, field.key)
+                    clause = self._search_clause(column, word)
+                    if clause is not None:
+                        count_clauses.append(clause)
+            if clauses:
+                query = query.filter(or_(*clauses))
+            if count_query is not None and count_clauses:
+                count_query = count_query.filter(or_(*count_clauses))
+        return query, count_query, joins, count_joins
+
+    def _create_ajax_loader(self, name: str, options: dict[str, Any]) -> QueryAjaxModelLoader:
+        attr = getattr(self.model, name)
+        return SearchAjaxLoader(name, self.session, attr.prop.mapper.class_, **options)
+
+    def _search_clause(self, column: Any, word: str) -> Any:
+        return word_matches(column, word, prefix=column.key in self.column_search_prefix)
 
     #: record who opens a record's details or edit page (patient data)
     audit_reads = False

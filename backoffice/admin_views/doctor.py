@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask_admin.contrib.sqla import tools
 from flask_admin.contrib.sqla.fields import InlineModelFormList
 from flask_admin.contrib.sqla.filters import BooleanEqualFilter, EnumEqualFilter, FilterLike
 from flask_admin.contrib.sqla.form import InlineModelConverter
 from flask_admin.model.form import InlineFormAdmin
-from sqlalchemy import Unicode, cast, func, literal, or_, select
+from sqlalchemy import func, literal, or_, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from wtforms.validators import DataRequired
 
@@ -205,8 +204,11 @@ class DoctorView(SecuredModelView):
         for term in terms:
             if not term:
                 continue
-            like = tools.parse_like_term(term)
-            clauses = [cast(column, Unicode).ilike(like) for column, _path in self._search_fields]
+            clauses = [
+                clause
+                for column, _path in self._search_fields
+                if (clause := self._search_clause(column, term)) is not None
+            ]
             if _PHONE_LIKE.match(term):
                 digits = re.sub(r"\D", "", term)
                 clauses.append(Doctor.phones.any(DoctorPhone.number.like(f"%{digits}%")))

@@ -139,12 +139,21 @@ class ExportMixin:
 
     def _searched_page(self, query: Any, page: int, page_size: int) -> tuple[int | None, list[Any]]:
         """A searched page with its total: the search reads every match to sort them (see
-        ``matches_first``), so the same statement counts them (``count(*) OVER ()``)."""
-        counted = query.add_columns(func.count().over().label("list_total"))
-        for relation in self._auto_joins:  # type: ignore[attr-defined]
-            counted = counted.options(joinedload(relation))
-        rows = self._apply_pagination(counted, page, page_size).all()  # type: ignore[attr-defined]
-        data = [row[0] for row in rows]
+        ``matches_first``), so the same statement counts them (``count(*) OVER ()``).
+
+        That statement selects the ids alone: the related records are joined for the page's
+        rows only, not for every match (19,000 wide rows spilled the sort to disk).
+        """
+        pk = self._primary_key_columns()
+        if len(pk) != 1:
+            rows = self._apply_pagination(  # type: ignore[attr-defined]
+                query.add_columns(func.count().over().label("list_total")), page, page_size
+            ).all()
+            data = [row[0] for row in rows]
+        else:
+            counted = query.with_entities(pk[0], func.count().over().label("list_total"))
+            rows = counted.limit(page_size).offset(page * page_size).all()
+            data = self._rows_by_ids([row[0] for row in rows])
         if self.simple_list_pager:  # type: ignore[attr-defined]
             return None, data
         if rows:
@@ -160,8 +169,13 @@ class ExportMixin:
         ids = [
             row[0] for row in query.with_entities(pk[0]).limit(page_size).offset(page * page_size)
         ]
+        return self._rows_by_ids(ids)
+
+    def _rows_by_ids(self, ids: list[Any]) -> list[Any]:
+        """The records of ``ids`` with the list's related records, in the order of ``ids``."""
         if not ids:
             return []
+        pk = self._primary_key_columns()
         rows = self.get_query().filter(pk[0].in_(ids))  # type: ignore[attr-defined]
         for relation in self._auto_joins:  # type: ignore[attr-defined]
             rows = rows.options(joinedload(relation))

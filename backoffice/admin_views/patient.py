@@ -97,6 +97,8 @@ class PatientView(SecuredModelView):
         ("clinic", "clinic.name"),
     )
     column_searchable_list = ("first_name", "last_name", "email", "mrn")
+    # Names anywhere in the value, record numbers and emails from their start.
+    column_search_prefix = ("email", "mrn")
     column_filters = (
         FilterLike(Clinic.name, _l("Clinic")),
         FilterLike(Doctor.last_name, _l("Referring doctor (last name)")),

@@ -101,6 +101,7 @@ class StudyView(SecuredModelView):
         Patient.last_name,
         Patient.mrn,
     )
+    column_search_prefix = ("accession_number", "mrn")
     column_filters = STUDY_FILTERS
     column_select_related_list = (Study.patient, Study.ordering_doctor)
     column_labels = {
@@ -158,6 +159,7 @@ class StudyView(SecuredModelView):
     form_ajax_refs = {
         "patient": {
             "fields": ("last_name", "first_name", "mrn", "email"),
+            "prefix": ("mrn", "email"),
             "order_by": "last_name",
             "page_size": 20,
         },

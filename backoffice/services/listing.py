@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from backoffice.extensions import db
 from backoffice.models import Clinic, Doctor, Patient, Study, StudyType, Urgency
 from backoffice.services.export import DATE, NUMBER, ExportColumn, ExportRequest
+from backoffice.services.search import word_matches
 
 PAGE_SIZES = (10, 25, 50, 100)
 DEFAULT_PAGE_SIZE = 25
@@ -270,9 +271,13 @@ class ListingQuery:
         }
 
 
-def _like(term: str) -> str:
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+# The search: every word matches a name anywhere, or the MRN or email from its start.
+SEARCHED = (
+    (Patient.first_name, False),
+    (Patient.last_name, False),
+    (Patient.email, True),
+    (Patient.mrn, True),
+)
 
 
 # Most urgent first: the rank of a study's urgency code (HIGH 0, MID 1, LOW 2).
@@ -298,15 +303,13 @@ def _study_conditions(q: ListingQuery, study: Any) -> list[ColumnElement]:
 def _patient_conditions(q: ListingQuery) -> list[ColumnElement]:
     conditions: list[ColumnElement] = []
     for word in q.search.split():
-        like = _like(word)
-        conditions.append(
-            or_(
-                Patient.first_name.ilike(like, escape="\\"),
-                Patient.last_name.ilike(like, escape="\\"),
-                Patient.email.ilike(like, escape="\\"),
-                Patient.mrn.ilike(like, escape="\\"),
-            )
-        )
+        clauses = [
+            clause
+            for column, prefix in SEARCHED
+            if (clause := word_matches(column, word, prefix)) is not None
+        ]
+        if clauses:
+            conditions.append(or_(*clauses))
     if q.clinic_id:
         conditions.append(Patient.clinic_id == q.clinic_id)
     if q.doctor_id:
