@@ -7,6 +7,7 @@ from backoffice.models.doctor import Doctor, DoctorPhone, PhoneKind, Specialty
 from backoffice.models.integrity import DeletionRefused, register_integrity_guards
 from backoffice.models.patient import Patient
 from backoffice.models.study import Study, StudyType, Urgency
+from backoffice.models.study_summary import PatientStudySummary
 from backoffice.models.user import Role, RoleName, User
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "DoctorPhone",
     "LabeledEnum",
     "Patient",
+    "PatientStudySummary",
     "PhoneKind",
     "Role",
     "RoleName",

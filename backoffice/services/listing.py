@@ -11,20 +11,32 @@ from typing import Any
 from markupsafe import Markup
 from sqlalchemy import (
     Integer,
+    Select,
     and_,
     case,
     exists,
+    false,
     func,
     literal,
+    null,
     or_,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from backoffice.extensions import db
-from backoffice.models import Clinic, Doctor, Patient, Study, StudyType, Urgency
+from backoffice.models import (
+    Clinic,
+    Doctor,
+    Patient,
+    PatientStudySummary,
+    Study,
+    StudyType,
+    Urgency,
+)
 from backoffice.services.export import DATE, NUMBER, ExportColumn, ExportRequest
 from backoffice.services.search import word_matches
 
@@ -63,6 +75,25 @@ def matches_first(searching: bool) -> Iterator[None]:
         yield
     finally:
         db.session.execute(text("SET LOCAL enable_indexscan TO DEFAULT"))
+
+
+@contextlib.contextmanager
+def one_process(active: bool) -> Iterator[None]:
+    """Keep PostgreSQL from starting parallel workers for the statements inside the block.
+
+    The summary's page (``_summary_page_ids``) compares its keys with values the statement
+    reads itself (the page's first keys, counts), unknown when it is planned: PostgreSQL then
+    expects a third of the index and starts workers, which takes 20-50 ms on their own for a
+    page that one process serves in 20-40 ms. Scoped to the statements inside the block.
+    """
+    if not (active and is_postgresql()):
+        yield
+        return
+    db.session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    try:
+        yield
+    finally:
+        db.session.execute(text("SET LOCAL max_parallel_workers_per_gather TO DEFAULT"))
 
 
 # --------------------------------------------------------------------------- totals
@@ -300,7 +331,9 @@ def _study_conditions(q: ListingQuery, study: Any) -> list[ColumnElement]:
     return conditions
 
 
-def _patient_conditions(q: ListingQuery) -> list[ColumnElement]:
+def _patient_conditions(q: ListingQuery, study_presence: bool = True) -> list[ColumnElement]:
+    """The patient-level conditions; without ``study_presence``, "with a HIGH study" and
+    "without studies" are left to the caller (the summary's page says them its own way)."""
     conditions: list[ColumnElement] = []
     for word in q.search.split():
         clauses = [
@@ -317,20 +350,33 @@ def _patient_conditions(q: ListingQuery) -> list[ColumnElement]:
     if q.has_study_filters:
         s = aliased(Study)
         conditions.append(exists().where(s.patient_id == Patient.id, *_study_conditions(q, s)))
-    if q.only_high:
-        s = aliased(Study)
-        conditions.append(exists().where(s.patient_id == Patient.id, s.urgency == Urgency.HIGH))
-    if q.without_studies:
-        s = aliased(Study)
-        conditions.append(~exists().where(s.patient_id == Patient.id))
+    # Whatever the study filters, "with a HIGH study" and "without studies" look at all the
+    # patient's studies: the summary says it in one row (a rank of 0; no row).
+    if q.only_high and study_presence:
+        conditions.append(
+            exists().where(
+                PatientStudySummary.patient_id == Patient.id,
+                PatientStudySummary.top_rank == Urgency.HIGH.rank,
+            )
+        )
+    if q.without_studies and study_presence:
+        conditions.append(~exists().where(PatientStudySummary.patient_id == Patient.id))
     return conditions
+
+
+SUMMARY = PatientStudySummary.__table__
 
 
 @dataclass(frozen=True)
 class PatientOrder:
-    """How the listing orders patients: its sort keys, each ascending or descending."""
+    """How the listing orders patients: its sort keys, each ascending or descending.
+
+    With ``summary`` set, the keys read the patients' study summary (patient_study_summary),
+    which a statement joins to the patients with ``outerjoin`` (no row: no studies).
+    """
 
     keys: tuple[tuple[ColumnElement, bool], ...]  # (expression, descending)
+    summary: bool = False
 
     def order_by(self, columns: Sequence[Any] | None = None) -> list[ColumnElement]:
         """ORDER BY clauses over the keys, or over ``columns`` holding the same values."""
@@ -340,15 +386,40 @@ class PatientOrder:
             for expr, (_, descending) in zip(exprs, self.keys, strict=True)
         ]
 
+    def outerjoin(self, stmt: Select) -> Select:
+        """``stmt`` (selecting from the patients) with what the keys read joined."""
+        if not self.summary:
+            return stmt
+        return stmt.outerjoin(PatientStudySummary, PatientStudySummary.patient_id == Patient.id)
+
+
+BY_NAME = ((Patient.last_name, False), (Patient.first_name, False), (Patient.id, False))
+
 
 def _patient_order(q: ListingQuery) -> PatientOrder:
-    by_name = ((Patient.last_name, False), (Patient.first_name, False), (Patient.id, False))
     if q.sort == "name":
-        return PatientOrder(by_name)
-    # Only the studies the listing shows count for "most recent" and "most urgent". A subquery
-    # per patient is evaluated for the matching patients only (a filtered listing stays fast);
-    # the latest date comes from ix_study_patient_date alone. Unfiltered, at a million
-    # patients, these two sorts take seconds (see the benchmark).
+        return PatientOrder(BY_NAME)
+    if q.has_study_filters:
+        return _shown_studies_order(q)
+    if q.without_studies:
+        return PatientOrder(BY_NAME)  # no key to compare: the name decides
+    # Every study counts: the keys are kept per patient by the database (migration 0008), read
+    # in order from an index instead of computed for every patient (seconds at a million).
+    latest_date = (PatientStudySummary.latest_date, True)
+    if q.sort == "recent":
+        return PatientOrder((latest_date, *BY_NAME), summary=True)
+    return PatientOrder(
+        ((PatientStudySummary.top_rank, False), latest_date, *BY_NAME), summary=True
+    )
+
+
+def _shown_studies_order(q: ListingQuery) -> PatientOrder:
+    """The order by the studies the listing shows (a study filter is set): a subquery per key.
+
+    They are evaluated for the matching patients only (a filtered listing stays fast); the
+    latest date comes from ix_study_patient_date alone. Without a study filter they give the
+    summary's order: tests/test_study_summary.py compares the two.
+    """
     s = aliased(Study)
     latest = (
         select(func.max(s.study_date))
@@ -356,14 +427,124 @@ def _patient_order(q: ListingQuery) -> PatientOrder:
         .scalar_subquery()
     )
     if q.sort == "recent":
-        return PatientOrder(((latest, True), *by_name))
+        return PatientOrder(((latest, True), *BY_NAME))
     s2 = aliased(Study)
     top = (
         select(func.min(urgency_rank(s2.urgency)))
         .where(s2.patient_id == Patient.id, *_study_conditions(q, s2))
         .scalar_subquery()
     )
-    return PatientOrder(((top, False), (latest, True), *by_name))
+    return PatientOrder(((top, False), (latest, True), *BY_NAME))
+
+
+def _summary_page_ids(q: ListingQuery, order: PatientOrder) -> Select:
+    """The page's patient ids and sort keys in the summary's order, read from its indexes.
+
+    The patients with studies come first, in the order of one of the summary's indexes (equal
+    keys in name order); those without (NULL keys) follow in name order. Sorted NULLS LAST, a
+    LEFT JOIN of the summary is sorted whole (0.4 s at a million patients, whatever the page).
+    So the page is taken from the patients with studies and, only when they do not fill it,
+    from the others (their ``LIMIT`` is 0 otherwise: nothing read), past those of them that
+    earlier pages showed (counted only then). Without conditions on the patients, the rows
+    before a deep page are skipped in the summary's index alone (``_skip_in_summary``).
+    """
+    limit, offset = q.page_size, q.page * q.page_size
+    conditions = _patient_conditions(q, study_presence=False)
+    # Plain ASC / DESC: the order the indexes have (these keys hold no NULL).
+    in_order = [expr.desc() if descending else expr for expr, descending in order.keys]
+    # The summary's keys are NULL for the patients without studies (typed as its columns).
+    from_summary = [getattr(expr, "table", None) is SUMMARY for expr, _ in order.keys]
+    keys = [expr.label(f"key{i}") for i, (expr, _) in enumerate(order.keys)]
+    null_keys = [
+        null().cast(expr.type).label(f"key{i}") if summary else keys[i]
+        for i, ((expr, _), summary) in enumerate(zip(order.keys, from_summary, strict=True))
+    ]
+    # "With a HIGH study" is a rank of 0 (the first side reads only those) and holds for no
+    # patient without studies (the second side reads nothing).
+    with_studies = [*conditions]
+    if q.only_high:
+        with_studies.append(PatientStudySummary.top_rank == Urgency.HIGH.rank)
+    without_studies = [
+        *conditions,
+        false() if q.only_high else ~exists().where(PatientStudySummary.patient_id == Patient.id),
+    ]
+
+    def patients_with_studies(*columns: Any) -> Select:
+        return (
+            select(*columns)
+            .join_from(Patient, PatientStudySummary, PatientStudySummary.patient_id == Patient.id)
+            .where(*with_studies)
+        )
+
+    first_rows = patients_with_studies(Patient.id.label("page_id"), *keys).order_by(*in_order)
+    if conditions:
+        # The rows before the page are read (with their patients) to be skipped.
+        first = first_rows.limit(limit).offset(offset).cte("with_studies")
+    else:
+        # Nothing to know of the patients: skipped from the summary's index alone.
+        summary_keys = [
+            key for key, summary in zip(order.keys, from_summary, strict=True) if summary
+        ]
+        from_start, still_to_skip = _skip_in_summary(summary_keys, with_studies, offset)
+        first = first_rows.where(from_start).limit(limit).offset(still_to_skip).cte("with_studies")
+    taken = select(func.count()).select_from(first).scalar_subquery()
+    # Nothing read from the first side: the page starts among the patients without studies,
+    # past those that earlier pages showed. (Every summary row has its patient: without
+    # conditions on them, the summary is counted alone.)
+    if conditions:
+        with_studies_count = patients_with_studies(func.count())
+    else:
+        with_studies_count = select(func.count()).select_from(SUMMARY).where(*with_studies)
+    skipped = offset - with_studies_count.scalar_subquery()
+    rest = (
+        select(Patient.id.label("page_id"), *null_keys)
+        .where(*without_studies)
+        .order_by(*(k for k, summary in zip(in_order, from_summary, strict=True) if not summary))
+        .limit(limit - taken)
+        .offset(case((taken > 0, 0), else_=skipped))
+        .subquery("without_studies")
+    )
+    return union_all(select(*first.c), select(*rest.c))
+
+
+def _skip_in_summary(
+    keys: Sequence[tuple[ColumnElement, bool]], conditions: Sequence[ColumnElement], offset: int
+) -> tuple[ColumnElement, ColumnElement]:
+    """Skip ``offset`` rows in the summary's order reading its index alone, not the patients.
+
+    Patients with equal keys are in name order, so only the rows of the page's first keys need
+    their patients: those keys are read at ``offset`` in the index, the rows with earlier keys
+    are counted there (one range per key). Returns the condition "keys at or after the page's
+    first" and the rows still to skip among them. A page past the end has no first keys: the
+    condition holds for no row.
+    """
+    start = (
+        select(*(expr for expr, _ in keys))
+        .where(*conditions)
+        .order_by(*(expr.desc() if descending else expr for expr, descending in keys))
+        .offset(offset)
+        .limit(1)
+        .cte("page_start")
+    )
+    first = [select(column).scalar_subquery() for column in start.c]
+
+    def before(i: int) -> ColumnElement:
+        """Keys before the first ones: equal up to key ``i``, which comes earlier."""
+        expr, descending = keys[i]
+        earlier = expr > first[i] if descending else expr < first[i]
+        return and_(*(keys[j][0] == first[j] for j in range(i)), earlier)
+
+    counted = [
+        select(func.count()).select_from(SUMMARY).where(*conditions, before(i)).scalar_subquery()
+        for i in range(len(keys))
+    ]
+    expr, descending = keys[0]
+    # Read from the first key on in the index, skipping there the rows before the first ones.
+    from_start = and_(
+        expr <= first[0] if descending else expr >= first[0],
+        *(~before(i) for i in range(1, len(keys))),
+    )
+    return from_start, offset - sum(counted[1:], counted[0])
 
 
 def _study_order(study: Any) -> list[ColumnElement]:
@@ -495,40 +676,46 @@ def _page_patients(
     order = _patient_order(q)
     # The page's ids with their sort keys, so that the details are put in order without
     # computing the keys again.
-    keys = [expr.label(f"key{i}") for i, (expr, _) in enumerate(order.keys)]
-    columns: list[Any] = [Patient.id.label("page_id"), *keys]
-    if count_matches:
-        columns.append(func.count().over().label("matches"))
-    page_ids = (
-        select(*columns)
-        .where(*conditions)
-        .order_by(*order.order_by())
-        .limit(q.page_size)
-        .offset(q.page * q.page_size)
-    )
+    summary_page = order.summary and not count_matches
+    if summary_page:
+        page_ids = _summary_page_ids(q, order)
+    else:
+        # A search reads and sorts all its matches anyway (see ``matches_first``).
+        keys = [expr.label(f"key{i}") for i, (expr, _) in enumerate(order.keys)]
+        columns: list[Any] = [Patient.id.label("page_id"), *keys]
+        if count_matches:
+            columns.append(func.count().over().label("matches"))
+        page_ids = (
+            order.outerjoin(select(*columns).select_from(Patient))
+            .where(*conditions)
+            .order_by(*order.order_by())
+            .limit(q.page_size)
+            .offset(q.page * q.page_size)
+        )
     # The page's ids come from a narrow scan (a deep page skips index entries, not whole
     # rows); the details are joined for those ids only.
     ids_cte = page_ids.cte("page_ids")
-    rows = db.session.execute(
-        select(
-            Patient.id,
-            Patient.mrn,
-            Patient.first_name,
-            Patient.last_name,
-            Patient.birth_date,
-            Patient.email,
-            Patient.referring_doctor_id,
-            ref.first_name,
-            ref.last_name,
-            Patient.clinic_id,
-            Clinic.name,
-            ids_cte.c.matches if count_matches else literal(None),
-        )
-        .join(ids_cte, ids_cte.c.page_id == Patient.id)
-        .outerjoin(ref, ref.id == Patient.referring_doctor_id)
-        .outerjoin(Clinic, Clinic.id == Patient.clinic_id)
-        .order_by(*order.order_by([ids_cte.c[f"key{i}"] for i in range(len(order.keys))]))
-    ).all()
+    with one_process(summary_page):
+        rows = db.session.execute(
+            select(
+                Patient.id,
+                Patient.mrn,
+                Patient.first_name,
+                Patient.last_name,
+                Patient.birth_date,
+                Patient.email,
+                Patient.referring_doctor_id,
+                ref.first_name,
+                ref.last_name,
+                Patient.clinic_id,
+                Clinic.name,
+                ids_cte.c.matches if count_matches else literal(None),
+            )
+            .join(ids_cte, ids_cte.c.page_id == Patient.id)
+            .outerjoin(ref, ref.id == Patient.referring_doctor_id)
+            .outerjoin(Clinic, Clinic.id == Patient.clinic_id)
+            .order_by(*order.order_by([ids_cte.c[f"key{i}"] for i in range(len(order.keys))]))
+        ).all()
     patients = [
         ListedPatient(
             id=r[0],
@@ -650,8 +837,7 @@ def listing_export(q: ListingQuery, dialect: str) -> ExportRequest:
 
     def select_for(exprs: list[ColumnElement]) -> Any:
         return (
-            select(*exprs)
-            .select_from(Patient)
+            patient_order.outerjoin(select(*exprs).select_from(Patient))
             .outerjoin(ref, ref.id == Patient.referring_doctor_id)
             .outerjoin(Clinic, Clinic.id == Patient.clinic_id)
             .outerjoin(study, study_on)
