@@ -251,6 +251,16 @@ def seed() -> float:
     for table in ("clinic", "doctor", "doctor_phone", "patient", "study"):
         cur.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
         cur.execute(f"SELECT setval('{table}_id_seq', (SELECT max(id) FROM {table}))")
+    # The studies came in with their triggers off: the per-patient summary the listing sorts
+    # by (migration 0008) is filled here, as the migration's backfill does.
+    from backoffice.models import Urgency
+
+    rank = " ".join(f"WHEN '{u.value}' THEN {u.rank}" for u in Urgency)
+    cur.execute(
+        "INSERT INTO patient_study_summary (patient_id, top_rank, latest_date) "
+        f"SELECT patient_id, min(CASE urgency {rank} END), max(study_date) "
+        "FROM study GROUP BY patient_id"
+    )
     raw.commit()
     print(f"seeding {DB_NAME}: indexes ...", flush=True)
     from sqlalchemy.schema import CreateIndex
