@@ -492,12 +492,8 @@ def test_every_export_is_in_the_audit_log(client, auth, people):
 
 def test_exported_patients_and_studies_upload_again_unchanged(client, auth, people, tmp_path):
     """Export patients and studies, upload the files again: every row is "unchanged"."""
-    importer = pytest.importorskip(
-        "backoffice.services.importer", reason="the bulk upload (issue 5) is not merged yet"
-    )
-    run_import = getattr(importer, "run_import", None)
-    if run_import is None:
-        pytest.skip("the bulk upload has no run_import(path, kind, dry_run=...) yet")
+    from backoffice.services.importer import run_import
+
     auth.as_role(RoleName.ADMIN)
     for view, kind in (("patient", "patients"), ("study", "studies")):
         path = tmp_path / f"{kind}.csv"
