@@ -770,6 +770,33 @@ def test_patient_search_by_mrn_prefix_and_the_study_form_look_up(client, admin):
     assert looked_up("lina") == ["Ana Molina (MRN MRN-1042)"]
 
 
+def test_study_search_by_its_own_columns_and_by_its_patient(client, admin):
+    jose = make_patient("Jose", "Villalobos", mrn="MRN-0042")
+    ana = make_patient("Ana", "Molina", mrn="MRN-1042")
+    make_study(jose, body_part="STOMACH", description="NO FINDINGS", accession_number="ACC-100")
+    make_study(jose, body_part="NECK", description="Small nodule", accession_number="ACC-200")
+    make_study(ana, body_part="KNEE", description="NORMAL", accession_number="XYZ-ACC-300")
+    db.session.commit()
+
+    def found(term: str, **args: str) -> list[str]:
+        page = client.get("/admin/study/", query_string={"search": term, **args})
+        return sorted(column(page.get_data(as_text=True), "body_part"))
+
+    assert found("stom") == ["STOMACH"]  # body part anywhere
+    assert found("NODULE") == ["NECK"]  # description anywhere, whatever the case
+    assert found("acc-") == ["NECK", "STOMACH"]  # accession number from its start only
+    assert found("ACC-300") == []
+    assert found("lobos") == ["NECK", "STOMACH"]  # the patient's last name
+    assert found("mrn-1") == ["KNEE"]  # the patient's MRN from its start
+    assert found("villalobos neck") == ["NECK"]  # every word, each on either side
+    assert found("molina stomach") == []
+    # sorted by patient (the list joins the patient table): the same studies
+    assert found("lobos", sort="5") == ["NECK", "STOMACH"]
+    # the export holds the same rows
+    rows = client.get("/admin/study/export/csv/?search=lobos").get_data(as_text=True)
+    assert rows.count("\r\n") == 1 + 2 and "KNEE" not in rows
+
+
 def test_doctor_search_by_name_email_and_phone_number(client, admin, clinic):
     make_doctor("Ana", "Martínez", clinic=clinic, phones=["55 1234 5678", "55 1234 0000"])
     make_doctor(

@@ -72,6 +72,11 @@ def test_every_model_table_exists_with_its_indexes():
             "ix_patient_email_prefix",
         } <= patient_indexes
         assert not {"ix_patient_mrn_trgm", "ix_patient_email_trgm"} & patient_indexes
+        assert {
+            "ix_study_body_part_trgm",
+            "ix_study_description_trgm",
+            "ix_study_accession_prefix",
+        } <= study_indexes
 
 
 def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path):

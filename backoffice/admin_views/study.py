@@ -11,7 +11,8 @@ from flask_admin.contrib.sqla.filters import (
     EnumEqualFilter,
     FilterLike,
 )
-from sqlalchemy import select
+from sqlalchemy import or_, select, union_all
+from sqlalchemy.orm import aliased
 from wtforms.validators import DataRequired
 
 from backoffice.admin_views.base import SecuredModelView
@@ -102,6 +103,52 @@ class StudyView(SecuredModelView):
         Patient.mrn,
     )
     column_search_prefix = ("accession_number", "mrn")
+
+    def _apply_search(
+        self, query: Any, count_query: Any, joins: dict, count_joins: dict, search: str
+    ) -> tuple[Any, Any, dict, dict]:
+        """Every word must match a study column or the study's patient, as the base search,
+        but as the union of two look-ups that indexes serve (the studies whose own columns
+        match; the studies of the patients who match) instead of one OR across a join, which
+        reads every study (2 s at three million)."""
+        for word in search.split():
+            matching = self._studies_matching(word)
+            if matching is None:
+                continue
+            query = query.filter(Study.id.in_(matching))
+            if count_query is not None:
+                count_query = count_query.filter(Study.id.in_(matching))
+        return query, count_query, joins, count_joins
+
+    def _studies_matching(self, word: str) -> Any:
+        """The ids of the studies ``word`` finds, or None for a word that says nothing."""
+        study, patient = aliased(Study), aliased(Patient)
+        fields = [column for column, _path in self._search_fields or []]
+
+        def clauses(table: Any, alias: Any) -> list[Any]:
+            found = []
+            for column in fields:
+                if column.table is table:
+                    clause = self._search_clause(getattr(alias, column.key), word)
+                    if clause is not None:
+                        found.append(clause)
+            return found
+
+        parts = []
+        if own := clauses(Study.__table__, study):
+            parts.append(select(study.id).where(or_(*own)).correlate(None))
+        if related := clauses(Patient.__table__, patient):
+            other = aliased(Study)
+            parts.append(
+                select(other.id)
+                .join(patient, patient.id == other.patient_id)
+                .where(or_(*related))
+                .correlate(None)
+            )
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else union_all(*parts)
+
     column_filters = STUDY_FILTERS
     column_select_related_list = (Study.patient, Study.ordering_doctor)
     column_labels = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Date, ForeignKey, Index, String, Text
+from sqlalchemy import Date, ForeignKey, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
@@ -66,13 +66,17 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
         # The dashboard's charts read a date range and count by urgency, type and patient: with
         # every column they need in the index, they never touch the table (index-only scans).
         Index("ix_study_date_cover", "study_date", "urgency", "study_type", "patient_id"),
-        # Substring search on the body part, served by a trigram index on PostgreSQL only.
-        Index(
-            "ix_study_body_part_trgm",
-            "body_part",
-            postgresql_using="gin",
-            postgresql_ops={"body_part": "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql"),
+        # Substring search on the body part and the description, served by trigram indexes
+        # on PostgreSQL only (the accession number's prefix index is declared after the class).
+        *(
+            Index(
+                f"ix_study_{column}_trgm",
+                column,
+                postgresql_using="gin",
+                postgresql_ops={column: "gin_trgm_ops"},
+            ).ddl_if(dialect="postgresql")
+            for column in ("body_part", "description")
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -122,3 +126,11 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<Study {self.id}>"
+
+
+# ``lower(accession_number) LIKE 'term%'``: searched from its start, as the MRN (see patient.py).
+Index(
+    "ix_study_accession_prefix",
+    func.lower(Study.__table__.c.accession_number).label("accession_lower"),
+    postgresql_ops={"accession_lower": "text_pattern_ops"},
+).ddl_if(dialect="postgresql")
