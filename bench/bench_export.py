@@ -368,6 +368,8 @@ def _urls(app: Any) -> dict[str, str]:
         "patients_substring_search": "/admin/patient/?search=ernánd",
         "patients_surname_search": "/admin/patient/?search=llalobes",
         "studies_high": f"/admin/study/?{high}=HIGH",
+        "studies_page_10000": "/admin/study/?page=9999",
+        "studies_search_patient": "/admin/study/?search=Zamora",
     }
 
 
@@ -564,6 +566,8 @@ def main() -> None:
         "patients_substring_search",
         "patients_surname_search",
         "studies_high",
+        "studies_page_10000",
+        "studies_search_patient",
     ]
     pages = _in_child("pages", str(args.page_runs), *page_names)
     for name in page_names:
