@@ -369,6 +369,22 @@ def python_order(q: ListingQuery, patients: list[Patient]) -> list[int]:
     return sorted(names, key=key)
 
 
+def every_page_compared(args: dict[str, str]) -> list[int]:
+    """The listing's patient ids, page after page, each page checked against the two other
+    ways of ordering (a subquery per patient; the shown studies grouped and joined)."""
+    seen: list[int] = []
+    page = 0
+    while True:
+        q = ListingQuery.from_args({**args, "page": str(page)})
+        ids = page_ids(q)
+        assert ids == subquery_page_ids(q, grouped=False), f"page {page}"
+        assert ids == subquery_page_ids(q, grouped=True), f"page {page}"
+        if not ids:
+            return seen
+        seen.extend(ids)
+        page += 1
+
+
 CONDITIONS = [
     {},
     {"clinic": 0},
@@ -393,17 +409,7 @@ def test_the_summary_order_is_the_subquery_order_page_by_page(crowd, sort, condi
         args[name] = value
     first = ListingQuery.from_args(args)
     assert not first.has_study_filters and not first.ignored
-    seen: list[int] = []
-    page = 0
-    while True:
-        q = ListingQuery.from_args({**args, "page": str(page)})
-        ids = page_ids(q)
-        assert ids == subquery_page_ids(q, grouped=False), f"page {page}"
-        assert ids == subquery_page_ids(q, grouped=True), f"page {page}"
-        if not ids:
-            break
-        seen.extend(ids)
-        page += 1
+    seen = every_page_compared(args)
     assert len(seen) == len(set(seen))
     # every page was compared, and together they are the whole list in the described order
     everyone = list(db.session.scalars(select(Patient.id).where(*_patient_conditions(first))))
@@ -434,17 +440,7 @@ def test_with_study_filters_both_ways_give_the_same_pages(crowd, sort, condition
         args[name] = str(crowd.clinics[value].id) if name == "clinic" else value
     first = ListingQuery.from_args(args)
     assert first.has_study_filters and not first.ignored
-    seen: list[int] = []
-    page = 0
-    while True:
-        q = ListingQuery.from_args({**args, "page": str(page)})
-        ids = page_ids(q)
-        assert ids == subquery_page_ids(q, grouped=False), f"page {page}"
-        assert ids == subquery_page_ids(q, grouped=True), f"page {page}"
-        if not ids:
-            break
-        seen.extend(ids)
-        page += 1
+    seen = every_page_compared(args)
     everyone = list(db.session.scalars(select(Patient.id).where(*_patient_conditions(first))))
     assert sorted(seen) == sorted(everyone) and seen
 

@@ -59,7 +59,19 @@ def is_postgresql() -> bool:
 
 
 @contextlib.contextmanager
-def matches_first(searching: bool) -> Iterator[None]:
+def _local_setting(active: bool, name: str, value: str) -> Iterator[None]:
+    """A PostgreSQL setting for the statements inside the block only (this transaction)."""
+    if not (active and is_postgresql()):
+        yield
+        return
+    db.session.execute(text(f"SET LOCAL {name} = {value}"))
+    try:
+        yield
+    finally:
+        db.session.execute(text(f"SET LOCAL {name} TO DEFAULT"))
+
+
+def matches_first(searching: bool) -> contextlib.AbstractContextManager[None]:
     """Make PostgreSQL read a search's matches through the trigram indexes, then sort them.
 
     Its estimate of ``ILIKE '%term%'`` is a guess (1 % of the rows): with a LIMIT it prefers to
@@ -67,18 +79,10 @@ def matches_first(searching: bool) -> Iterator[None]:
     late. Without plain index scans for this statement it takes the trigram bitmap and sorts the
     matches (a few milliseconds for a few thousand). Scoped to the statements inside the block.
     """
-    if not (searching and is_postgresql()):
-        yield
-        return
-    db.session.execute(text("SET LOCAL enable_indexscan = off"))
-    try:
-        yield
-    finally:
-        db.session.execute(text("SET LOCAL enable_indexscan TO DEFAULT"))
+    return _local_setting(searching, "enable_indexscan", "off")
 
 
-@contextlib.contextmanager
-def one_process(active: bool) -> Iterator[None]:
+def one_process(active: bool) -> contextlib.AbstractContextManager[None]:
     """Keep PostgreSQL from starting parallel workers for the statements inside the block.
 
     The summary's page (``_summary_page_ids``) compares its keys with values the statement
@@ -86,14 +90,7 @@ def one_process(active: bool) -> Iterator[None]:
     expects a third of the index and starts workers, which takes 20-50 ms on their own for a
     page that one process serves in 20-40 ms. Scoped to the statements inside the block.
     """
-    if not (active and is_postgresql()):
-        yield
-        return
-    db.session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-    try:
-        yield
-    finally:
-        db.session.execute(text("SET LOCAL max_parallel_workers_per_gather TO DEFAULT"))
+    return _local_setting(active, "max_parallel_workers_per_gather", "0")
 
 
 # --------------------------------------------------------------------------- totals
