@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Enum, Integer, TypeDecorator
+from sqlalchemy import DateTime, Enum, Index, Integer, Table, TypeDecorator, func
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 
@@ -104,3 +104,25 @@ def enum_column(enum_cls: type[LabeledEnum], **kwargs: object) -> Enum:
         values_callable=lambda e: [m.value for m in e],
         name=kwargs.pop("name", enum_cls.__name__.lower()),
     )
+
+
+def trigram_index(table: str, column: str) -> Index:
+    """Substring search (``ILIKE '%term%'``) on ``column``: a pg_trgm GIN index, PostgreSQL only
+    (SQLite has no such index and is not used at sizes where it matters)."""
+    return Index(
+        f"ix_{table}_{column}_trgm",
+        column,
+        postgresql_using="gin",
+        postgresql_ops={column: "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql")
+
+
+def prefix_index(table: Table, column: str, name: str) -> Index:
+    """Search from the start of a key (``lower(column) LIKE 'term%'``, and equality): a b-tree
+    in pattern order, which serves it whatever the database's collation. PostgreSQL only."""
+    label = f"{column}_lower"
+    return Index(
+        name,
+        func.lower(table.c[column]).label(label),
+        postgresql_ops={label: "text_pattern_ops"},
+    ).ddl_if(dialect="postgresql")

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
 from backoffice.i18n import _l
-from backoffice.models.base import LabeledEnum, TimestampMixin, VersionedMixin, enum_column
+from backoffice.models.base import (
+    LabeledEnum,
+    TimestampMixin,
+    VersionedMixin,
+    enum_column,
+    trigram_index,
+)
 from backoffice.validation import blank_to_none, normalize_email, normalize_phone
 
 if TYPE_CHECKING:
@@ -62,13 +68,7 @@ class Doctor(TimestampMixin, VersionedMixin, db.Model):
     __tablename__ = "doctor"
     # Substring search (ILIKE '%term%') is served by trigram indexes, on PostgreSQL only.
     __table_args__ = tuple(
-        Index(
-            f"ix_doctor_{column}_trgm",
-            column,
-            postgresql_using="gin",
-            postgresql_ops={column: "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql")
-        for column in ("first_name", "last_name", "email")
+        trigram_index("doctor", column) for column in ("first_name", "last_name", "email")
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

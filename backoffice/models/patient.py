@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Date, ForeignKey, Index, String, func
+from sqlalchemy import Date, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
 from backoffice.i18n import _
-from backoffice.models.base import TimestampMixin, VersionedMixin
+from backoffice.models.base import TimestampMixin, VersionedMixin, prefix_index, trigram_index
 from backoffice.validation import blank_to_none, check_birth_date, normalize_email
 
 if TYPE_CHECKING:
@@ -30,15 +30,9 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
     # Names are searched anywhere (ILIKE '%term%'): trigram indexes, on PostgreSQL only. The
     # MRN and the email are searched from their start (see backoffice/services/search.py),
     # served by the prefix indexes declared after the class.
-    __table_args__ = tuple(
-        Index(
-            f"ix_patient_{column}_trgm",
-            column,
-            postgresql_using="gin",
-            postgresql_ops={column: "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql")
-        for column in ("first_name", "last_name")
-    ) + (
+    __table_args__ = (
+        trigram_index("patient", "first_name"),
+        trigram_index("patient", "last_name"),
         # Lists sorted by name: a deep page reads its ids from this narrow index alone.
         Index("ix_patient_name_order", "last_name", "first_name", "id"),
         # An export of every patient reads its rows from this one, in order: no sort, no
@@ -111,11 +105,6 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
         return f"<Patient {self.id}>"
 
 
-# ``lower(mrn) LIKE 'term%'`` and ``lower(email) LIKE 'term%'``: a b-tree in pattern order
-# serves them (and equality) whatever the database's collation. PostgreSQL only; SQLite scans.
+# The MRN and the email are searched from their start (SQLite scans).
 for _column in ("mrn", "email"):
-    Index(
-        f"ix_patient_{_column}_prefix",
-        func.lower(Patient.__table__.c[_column]).label(f"{_column}_lower"),
-        postgresql_ops={f"{_column}_lower": "text_pattern_ops"},
-    ).ddl_if(dialect="postgresql")
+    prefix_index(Patient.__table__, _column, f"ix_patient_{_column}_prefix")

@@ -5,12 +5,19 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Date, ForeignKey, Index, String, Text, func
+from sqlalchemy import Date, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
 from backoffice.i18n import _l
-from backoffice.models.base import LabeledEnum, TimestampMixin, VersionedMixin, enum_column
+from backoffice.models.base import (
+    LabeledEnum,
+    TimestampMixin,
+    VersionedMixin,
+    enum_column,
+    prefix_index,
+    trigram_index,
+)
 from backoffice.validation import blank_to_none, normalize_body_part
 
 if TYPE_CHECKING:
@@ -70,15 +77,8 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
         Index("ix_study_date_cover", "study_date", "id", "urgency", "study_type", "patient_id"),
         # Substring search on the body part and the description, served by trigram indexes
         # on PostgreSQL only (the accession number's prefix index is declared after the class).
-        *(
-            Index(
-                f"ix_study_{column}_trgm",
-                column,
-                postgresql_using="gin",
-                postgresql_ops={column: "gin_trgm_ops"},
-            ).ddl_if(dialect="postgresql")
-            for column in ("body_part", "description")
-        ),
+        trigram_index("study", "body_part"),
+        trigram_index("study", "description"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -131,8 +131,4 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
 
 
 # ``lower(accession_number) LIKE 'term%'``: searched from its start, as the MRN (see patient.py).
-Index(
-    "ix_study_accession_prefix",
-    func.lower(Study.__table__.c.accession_number).label("accession_lower"),
-    postgresql_ops={"accession_lower": "text_pattern_ops"},
-).ddl_if(dialect="postgresql")
+prefix_index(Study.__table__, "accession_number", "ix_study_accession_prefix")
