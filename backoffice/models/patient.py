@@ -23,6 +23,17 @@ if TYPE_CHECKING:
 NAME_ORDER_INCLUDE = ("mrn", "birth_date", "email", "referring_doctor_id", "clinic_id")
 
 
+def age_on(birth_date: date | None, on: date | None = None) -> int | None:
+    """Age in whole years on a given day (today by default); None without a birth date."""
+    if birth_date is None:
+        return None
+    on = on or date.today()
+    years = on.year - birth_date.year
+    if (on.month, on.day) < (birth_date.month, birth_date.day):
+        years -= 1
+    return years
+
+
 class Patient(TimestampMixin, VersionedMixin, db.Model):
     """A patient; ``mrn`` is the record number used by the systems we import from."""
 
@@ -89,13 +100,7 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
 
     def age(self, on: date | None = None) -> int | None:
         """Age in whole years on a given day (today by default)."""
-        if self.birth_date is None:
-            return None
-        on = on or date.today()
-        years = on.year - self.birth_date.year
-        if (on.month, on.day) < (self.birth_date.month, self.birth_date.day):
-            years -= 1
-        return years
+        return age_on(self.birth_date, on)
 
     def __str__(self) -> str:
         name = self.full_name or f"Patient #{self.id}"

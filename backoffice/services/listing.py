@@ -37,6 +37,7 @@ from backoffice.models import (
     StudyType,
     Urgency,
 )
+from backoffice.models.patient import age_on
 from backoffice.services.export import DATE, NUMBER, ExportColumn, ExportRequest
 from backoffice.services.search import word_matches
 
@@ -577,17 +578,6 @@ def _study_order(study: Any) -> list[ColumnElement]:
 
 
 # --------------------------------------------------------------------------- the page
-
-
-def age_on(birth_date: date | None, on: date | None = None) -> int | None:
-    """Age in whole years on a given day (today by default); the same rule as ``Patient.age``."""
-    if birth_date is None:
-        return None
-    on = on or date.today()
-    years = on.year - birth_date.year
-    if (on.month, on.day) < (birth_date.month, birth_date.day):
-        years -= 1
-    return years
 
 
 @dataclass
