@@ -127,7 +127,7 @@ class DashboardView(SecuredViewMixin, AdminIndexView):
         ]
         return self.render(
             "admin/dashboard.html",
-            cards=[(label, total, url, slug) for label, total, url, slug in cards],
+            cards=cards,
             format_number=format_number,
             weekly=weekly,
             by_type=by_type,
