@@ -8,6 +8,7 @@ from backoffice.admin_views.base import ReadOnlyModelView
 from backoffice.auth.permissions import Perm, can
 from backoffice.i18n import _l
 from backoffice.models import ImportBatch
+from backoffice.services.import_kinds import KINDS
 
 AUDIT = Perm.AUDIT
 
@@ -54,7 +55,7 @@ class ImportBatchView(ReadOnlyModelView):
         FilterEqual(
             ImportBatch.kind,
             _l("Kind"),
-            options=[(k, k) for k in ("clinics", "doctors", "patients", "studies")],
+            options=[(k, k) for k in KINDS],
         ),
         FilterEqual(
             ImportBatch.status,
