@@ -241,7 +241,7 @@ def import_command(
 
     Exits 1 when rows are rejected, 2 when the file is refused or nothing could be written.
     """
-    from backoffice.services.importer import run_import
+    from backoffice.services.imports import run_import
 
     def import_with(progress):  # noqa: ANN001, ANN202
         return run_import(
@@ -286,7 +286,7 @@ def worker_command(burst: bool) -> None:
         raise click.UsageError("RQ_REDIS_URL is not set: imports run in the web process.")
     from rq import Worker
 
-    from backoffice.services.import_jobs import get_queue
+    from backoffice.services.imports import get_queue
 
     queue = get_queue()
     Worker([queue], connection=queue.connection).work(burst=burst)

@@ -140,7 +140,7 @@ def child(args: argparse.Namespace) -> None:
     from backoffice import create_app
     from backoffice.extensions import db
     from backoffice.services.audit import acting_as
-    from backoffice.services.importer import run_import
+    from backoffice.services.imports import run_import
     from config import normalise_database_url
 
     url = normalise_database_url(args.url)
@@ -211,7 +211,7 @@ def baseline_rss() -> float:
             sys.executable,
             "-c",
             "import resource, backoffice, flask_admin, sqlalchemy; "
-            "import backoffice.services.importer; "
+            "import backoffice.services.imports.run; "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)",
         ],
         capture_output=True,

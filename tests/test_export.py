@@ -492,7 +492,7 @@ def test_every_export_is_in_the_audit_log(client, auth, people):
 
 def test_exported_patients_and_studies_upload_again_unchanged(client, auth, people, tmp_path):
     """Export patients and studies, upload the files again: every row is "unchanged"."""
-    from backoffice.services.importer import run_import
+    from backoffice.services.imports import run_import
 
     auth.as_role(RoleName.ADMIN)
     for view, kind in (("patient", "patients"), ("study", "studies")):

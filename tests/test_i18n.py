@@ -633,7 +633,7 @@ def test_an_import_error_comes_back_in_the_users_language(client, auth, upload_d
 
 @pytest.mark.parametrize("lang", ["en", *LANGUAGES])
 def test_the_import_service_speaks_the_locale_it_runs_in(tmp_path, lang):
-    from backoffice.services.importer import run_import
+    from backoffice.services.imports import run_import
 
     path = tmp_path / "patients.csv"
     path.write_bytes(BAD_BIRTH_DATE)
@@ -647,7 +647,7 @@ def test_the_import_service_speaks_the_locale_it_runs_in(tmp_path, lang):
 def test_a_job_on_a_worker_reports_in_the_language_of_who_asked(app, upload_dir):
     """A worker has no request: the job carries the uploader's language (here: an English
     request context, as a worker's would be)."""
-    from backoffice.services import import_jobs
+    from backoffice.services import imports as import_jobs
 
     user = User(email="worker-lang@test.example.com", display_name="w", active=True)
     user.set_password("correct horse battery staple")

@@ -317,7 +317,7 @@ def rq_queue(app):  # noqa: ANN001, ANN201
         pytest.fail("Redis is not running on 127.0.0.1:6379 (start it: see .ci/run)")
     name = f"imports-test-{uuid.uuid4().hex[:8]}"
     app.config.update(RQ_REDIS_URL=url, RQ_IMPORT_QUEUE=name)
-    from backoffice.services.import_jobs import get_queue
+    from backoffice.services.imports import get_queue
 
     with app.app_context():
         queue = get_queue()

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from backoffice.extensions import db
 from backoffice.models import AuditEntry, Doctor, ImportBatch, Patient, Study
 from backoffice.services.audit import acting_as
-from backoffice.services.importer import run_import
+from backoffice.services.imports import run_import
 from tests.factories import make_clinic, make_doctor, make_patient, make_study
 
 DATA = Path(__file__).resolve().parent.parent / "backoffice" / "data"

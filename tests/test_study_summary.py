@@ -20,7 +20,7 @@ from backoffice.models import (
     Study,
 )
 from backoffice.services.audit import AUDITED, acting_as
-from backoffice.services.importer import run_import
+from backoffice.services.imports import run_import
 from backoffice.services.listing import (
     ListingQuery,
     _patient_conditions,

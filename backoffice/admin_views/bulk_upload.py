@@ -14,10 +14,9 @@ from flask_login import current_user
 from backoffice.admin_views.base import SecuredBaseView
 from backoffice.auth.permissions import Perm, can
 from backoffice.i18n import _, _l
-from backoffice.services import import_jobs
+from backoffice.services import imports
 from backoffice.services.audit import request_id
-from backoffice.services.import_kinds import KINDS, template_rows
-from backoffice.services.importer import import_settings
+from backoffice.services.imports import KINDS, import_settings, template_rows
 
 UPLOAD = Perm.UPLOAD
 PHASES = {
@@ -62,8 +61,8 @@ class BulkUploadView(SecuredBaseView):
     def is_visible(self) -> bool:
         return can(UPLOAD)
 
-    def _upload_or_404(self, token: str) -> import_jobs.Upload:
-        upload = import_jobs.get_upload(current_user.id, token)
+    def _upload_or_404(self, token: str) -> imports.Upload:
+        upload = imports.get_upload(current_user.id, token)
         if upload is None:
             abort(404)
         return upload
@@ -73,10 +72,10 @@ class BulkUploadView(SecuredBaseView):
         return self.render(
             "admin/bulk_upload/index.html",
             kinds=KINDS,
-            token=import_jobs.new_token(),
-            uploads=import_jobs.list_uploads(current_user.id)[:10],
+            token=imports.new_token(),
+            uploads=imports.list_uploads(current_user.id)[:10],
             settings=import_settings(),
-            queued=import_jobs.queue_configured(),
+            queued=imports.queue_configured(),
             states=STATES,
         )
 
@@ -90,10 +89,10 @@ class BulkUploadView(SecuredBaseView):
         if file is None or not file.filename:
             flash(_("Choose a CSV file to upload."), "error")
             return redirect(url_for(".index"))
-        upload = import_jobs.save_upload(
+        upload = imports.save_upload(
             current_user.id, file.stream, file.filename, kind, request.form.get("token")
         )
-        import_jobs.start(upload, "preview", _actor())
+        imports.start(upload, "preview", _actor())
         return redirect(url_for(".status", token=upload.token))
 
     @expose("/<token>/")
@@ -118,7 +117,7 @@ class BulkUploadView(SecuredBaseView):
             flash(_("This file cannot be imported now: see its state below."), "error")
             return redirect(url_for(".status", token=token))
         skip = request.form.get("skip_invalid") in ("1", "y", "on", "true")
-        import_jobs.start(upload, "commit", _actor(), skip_invalid=skip)
+        imports.start(upload, "commit", _actor(), skip_invalid=skip)
         return redirect(url_for(".status", token=token))
 
     @expose("/<token>/discard", methods=("POST",))
@@ -127,13 +126,13 @@ class BulkUploadView(SecuredBaseView):
         if upload.state in ACTIVE:
             flash(_("The file is being processed; it can be removed when the job ends."), "error")
             return redirect(url_for(".status", token=token))
-        import_jobs.remove_upload(upload)
+        imports.remove_upload(upload)
         flash(_("The uploaded file was removed."), "success")
         return redirect(url_for(".index"))
 
     @expose("/<token>/progress")
     def progress(self, token: str) -> Any:
-        upload = import_jobs.get_upload(current_user.id, token)
+        upload = imports.get_upload(current_user.id, token)
         if upload is None:
             # The upload may still be on its way (the page asks while it sends the file).
             return jsonify(state="uploading", percent=None, label=str(_("Uploading")))

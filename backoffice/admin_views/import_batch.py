@@ -8,7 +8,7 @@ from backoffice.admin_views.base import ReadOnlyModelView
 from backoffice.auth.permissions import Perm, can
 from backoffice.i18n import _l
 from backoffice.models import ImportBatch
-from backoffice.services.import_kinds import KINDS
+from backoffice.services.imports import KINDS
 
 AUDIT = Perm.AUDIT
 

@@ -255,7 +255,7 @@ def _seed_doctors(report: SeedReport, clinics: list[Clinic]) -> list[Doctor]:
 
 def _read_reference(name: str) -> list[dict[str, str]]:
     """The reference file read by the bulk importer's reader (one CSV reader in the project)."""
-    from backoffice.services.csv_reader import read_dicts
+    from backoffice.services.imports import read_dicts
 
     return read_dicts(DATA_DIR / name)
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from backoffice.i18n import _
 from backoffice.models.base import UTCDateTime
-from backoffice.services.import_kinds import Kind
+from backoffice.services.imports.kinds import Kind
 
 STAGE = "import_stage"
 PHONES = "import_stage_phone"

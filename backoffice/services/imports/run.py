@@ -1,8 +1,8 @@
 """Bulk CSV import of clinics, doctors, patients and studies: one service for page, command, tests.
 
-``run_import`` reads a file as people make it (see ``csv_reader``), checks every cell with the
+``run_import`` reads a file as people make it (see ``reader``), checks every cell with the
 rules in ``backoffice.validation``, stages the valid rows in a temporary table and lets the
-database find existing records and conflicts with a few set-based statements (``import_sql``).
+database find existing records and conflicts with a few set-based statements (``plan``).
 A preview (``dry_run``) rolls everything back; a commit writes all or nothing (or skips the
 rejected rows when asked), records an ``ImportBatch`` and the audit entries, and commits once.
 """
@@ -31,15 +31,15 @@ from backoffice.extensions import db
 from backoffice.i18n import _
 from backoffice.models import AuditEntry, ImportBatch, utcnow
 from backoffice.services.audit import append_entries, current_actor, make_entry
-from backoffice.services.csv_reader import (
+from backoffice.services.imports.kinds import KINDS, Column, Kind
+from backoffice.services.imports.plan import CHUNK, PLANS, PROBLEMS, Db, DoctorPlan, Plan
+from backoffice.services.imports.reader import (
     NEUTRALISED_FIRST,
     CsvRows,
     FileInfo,
     FileRefused,
     inspect_file,
 )
-from backoffice.services.import_kinds import KINDS, Column, Kind
-from backoffice.services.import_sql import CHUNK, PLANS, PROBLEMS, Db, DoctorPlan, Plan
 from backoffice.validation import RuleError
 
 log = logging.getLogger("backoffice.import")

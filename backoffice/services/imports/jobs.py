@@ -27,7 +27,7 @@ from flask import Flask, current_app, has_app_context
 from flask_babel import force_locale
 
 from backoffice.i18n import _
-from backoffice.services.importer import ImportReport, Progress, run_import
+from backoffice.services.imports.run import ImportReport, Progress, run_import
 
 log = logging.getLogger("backoffice.import")
 
