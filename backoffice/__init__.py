@@ -140,7 +140,19 @@ def register_error_handlers(app: Flask) -> None:
     def _page(code: int, template: str) -> Any:
         return render_template(template), code
 
-    app.register_error_handler(400, lambda e: _page(400, "errors/400.html"))
+    def _bad_request(e: Any) -> Any:
+        from backoffice.i18n import _
+        from backoffice.security import NulByteRefused
+
+        message = None
+        if isinstance(e, NulByteRefused):
+            message = _(
+                "The address or the form holds a character that cannot be used (a NUL byte). "
+                "Remove it and try again."
+            )
+        return render_template("errors/400.html", message=message), 400
+
+    app.register_error_handler(400, _bad_request)
     app.register_error_handler(CSRFError, lambda e: _page(400, "errors/400.html"))
     app.register_error_handler(403, lambda e: _page(403, "errors/403.html"))
     app.register_error_handler(404, lambda e: _page(404, "errors/404.html"))

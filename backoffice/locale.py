@@ -63,8 +63,8 @@ def select_timezone() -> str:
 @bp.route("/language", methods=["POST"])
 def set_language() -> Any:
     """Remember the chosen language: on the user when logged in, in the session otherwise."""
-    from backoffice.auth.views import is_safe_next
     from backoffice.extensions import db
+    from backoffice.security import is_same_site_path
 
     lang = request.form.get("lang", "")
     if lang not in current_app.config["LANGUAGES"]:
@@ -74,7 +74,7 @@ def set_language() -> Any:
         current_user.locale = lang
         db.session.commit()
     target = request.form.get("next", "")
-    return redirect(target if is_safe_next(target) else url_for("admin.index"))
+    return redirect(target if is_same_site_path(target) else url_for("admin.index"))
 
 
 def template_globals() -> dict[str, Any]:

@@ -15,6 +15,7 @@ from flask_admin.contrib.sqla.filters import (
 from flask_babel import to_utc
 from markupsafe import Markup
 
+from backoffice.admin_views.arguments import parse_record_id
 from backoffice.admin_views.base import ReadOnlyModelView, _show
 from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
@@ -139,10 +140,9 @@ class AuditLogView(ReadOnlyModelView):
     def _undo(self, kind: str) -> Any:
         from backoffice.services.restore import RestoreError, restore_deleted, revert_update
 
-        raw = request.form.get("entry_id", "")
-        if not raw.isdigit():
+        entry_id = parse_record_id(AuditEntry, request.form.get("entry_id", ""))
+        if entry_id is None:
             abort(400)
-        entry_id = int(raw)
         try:
             obj = restore_deleted(entry_id) if kind == "restore" else revert_update(entry_id)
             db.session.commit()

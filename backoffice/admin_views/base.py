@@ -10,17 +10,13 @@ from __future__ import annotations
 import logging
 import traceback
 from datetime import date, datetime
-from enum import Enum
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_admin import BaseView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla.ajax import QueryAjaxModelLoader
-from flask_admin.contrib.sqla.form import AdminModelConverter
 from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
-from flask_admin.form import Select2Field
-from flask_admin.model.form import converts
 from flask_babel import format_date, format_datetime
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -29,14 +25,16 @@ from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import HiddenField
-from wtforms import validators as wtf_validators
 
+from backoffice.admin_views.arguments import bounded_page, filter_value_usable, parse_record_id
 from backoffice.admin_views.export import ExportMixin
+from backoffice.admin_views.fields import BackofficeModelConverter, SearchAjaxLoader
 from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
 from backoffice.i18n import _
 from backoffice.models import DeletionRefused, LabeledEnum
-from backoffice.services.search import word_matches
+from backoffice.security import forget_unsafe_return_address
+from backoffice.services.search import bounded_search, word_matches
 from backoffice.services.users import UserError
 from backoffice.validation import RuleError
 
@@ -89,6 +87,8 @@ class SecuredViewMixin:
         return self.endpoint_permissions.get(endpoint)
 
     def _handle_view(self, name: str, **kwargs: Any) -> Any:
+        # Before anything reads it: Flask-Admin follows ``url`` after saves and deletes.
+        forget_unsafe_return_address()
         if not current_user.is_authenticated:
             return login_redirect()
         if not current_user.is_active:
@@ -138,56 +138,6 @@ TYPE_FORMATTERS = {
     **DEFAULT_FORMATTERS,
     bool: _bool_icon,
 }
-
-
-class BackofficeModelConverter(AdminModelConverter):
-    """Enum columns become select boxes that show translated labels but submit codes."""
-
-    @converts("sqlalchemy.sql.sqltypes.Enum")
-    def convert_enum(self, column: Any, field_args: dict, **extra: Any) -> Select2Field:
-        enum_cls = getattr(column.type, "enum_class", None)
-        if not (enum_cls and issubclass(enum_cls, LabeledEnum)):
-            return super().convert_enum(column, field_args, **extra)
-        choices = enum_cls.choices()  # lazy labels: the form class is built once, at start-up
-        field_args["choices"] = choices
-        field_args["coerce"] = lambda v: v.value if isinstance(v, Enum) else (v or None)
-        if column.nullable:
-            field_args["allow_blank"] = True
-            field_args["validators"].append(wtf_validators.Optional())
-        else:
-            field_args["validators"].append(wtf_validators.InputRequired())
-        field_args["validators"].append(
-            wtf_validators.AnyOf([c for c, _label in choices] + ([None] if column.nullable else []))
-        )
-        return Select2Field(**field_args)
-
-
-class SearchAjaxLoader(QueryAjaxModelLoader):
-    """The look-up behind a form's related-record box, searched like the lists.
-
-    Every word must match one of ``fields`` (Flask-Admin's own loader looks for the whole
-    typed text in one field), the ``prefix`` fields from their start (see
-    backoffice/services/search.py), in a stable order.
-    """
-
-    def __init__(self, name: str, session: Any, model: Any, **options: Any) -> None:
-        super().__init__(name, session, model, **options)
-        self.prefix = frozenset(options.get("prefix", ()))
-
-    def get_list(self, term: str, offset: int = 0, limit: int = 10) -> Any:
-        query = self.get_query()
-        for word in term.split():
-            clauses = [
-                clause
-                for field in self._cached_fields
-                if (clause := word_matches(field, word, prefix=field.key in self.prefix))
-                is not None
-            ]
-            if clauses:
-                query = query.filter(or_(*clauses))
-        order = [self.order_by] if self.order_by else []
-        pk = getattr(self.model, self.pk)
-        return query.order_by(*order, pk).offset(offset).limit(limit).all()
 
 
 class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
@@ -262,6 +212,55 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
                 count_query = count_query.filter(or_(*count_clauses))
         return query, count_query, joins, count_joins
 
+    # -- the list's arguments, read defensively (see admin_views/arguments.py) -------------
+    def _get_list_extra_args(self) -> Any:
+        """Page, search and filters as the list and its export use them: the page within
+        bounds, the search within its words and characters (said on the list page)."""
+        args = super()._get_list_extra_args()
+        searched = bounded_search(args.search)
+        if searched.cut and request.endpoint == f"{self.endpoint}.index_view":
+            flash(searched.message(), "warning")
+        return args.clone(page=bounded_page(args.page), search=searched.text or None)
+
+    def _get_list_filter_args(self) -> list[Any] | None:
+        """The filters of the address that can be used; each one that cannot is named in a
+        message and left out (Flask-Admin's own check lets an unknown enum code through)."""
+        if not self._filters:
+            return None
+        filters = []
+        for arg, value in request.args.items():
+            if not arg.startswith("flt") or "_" not in arg:
+                continue
+            pos, key = arg[3:].split("_", 1)
+            if key not in self._filter_args:
+                continue
+            idx, flt = self._filter_args[key]
+            if filter_value_usable(flt, value):
+                filters.append((pos, (idx, str(flt.name), value)))
+            elif request.endpoint == f"{self.endpoint}.index_view":
+                shown = value if len(value) <= 40 else value[:40] + "…"
+                flash(
+                    _(
+                        "The filter “%(filter)s” cannot use the value “%(value)s”: it was "
+                        "left out.",
+                        filter=flt.name,
+                        value=shown,
+                    ),
+                    "error",
+                )
+        return [v[1] for v in sorted(filters, key=lambda n: n[0])]
+
+    def handle_action(self, return_view: str | None = None) -> Any:
+        """A bulk action on the ticked records; a selection that holds something other than a
+        record id is refused whole."""
+        ids = request.form.getlist("rowid")
+        if any(parse_record_id(self.model, raw) is None for raw in ids):
+            flash(
+                _("The selection holds something that is not a record: nothing was done."), "error"
+            )
+            return redirect(self.get_url(".index_view"))
+        return super().handle_action(return_view)
+
     def _create_ajax_loader(self, name: str, options: dict[str, Any]) -> QueryAjaxModelLoader:
         attr = getattr(self.model, name)
         return SearchAjaxLoader(name, self.session, attr.prop.mapper.class_, **options)
@@ -275,8 +274,14 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
     audit_entity: str | None = None
 
     def get_one(self, id: Any) -> Any:
-        """Load one record; opening a patient's or study's page is recorded in the audit trail."""
-        obj = super().get_one(id)
+        """Load one record; opening a patient's or study's page is recorded in the audit trail.
+
+        An id that cannot be a key (``abc``, 21 digits) is a record that does not exist.
+        """
+        key = parse_record_id(self.model, id)
+        if key is None:
+            return None
+        obj = super().get_one(str(key))
         if obj is not None and self.audit_reads and request.method == "GET":
             from backoffice.services.audit import record_event
 
@@ -368,16 +373,16 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
     def history_view(self) -> Any:
         from backoffice.services.audit import history, iter_entries
 
-        raw_id = request.args.get("id", "")
-        obj = super().get_one(raw_id) if raw_id else None
-        if obj is None and not raw_id.isdigit():
+        key = parse_record_id(self.model, request.args.get("id", ""))
+        if key is None:
             abort(404)
+        obj = super().get_one(str(key))
         include_reads = can(Perm.AUDIT)
-        entries = history(self._entity_name(), raw_id, include_reads=include_reads)
+        entries = history(self._entity_name(), key, include_reads=include_reads)
         return self.render(
             "admin/model/history.html",
             record=obj,
-            record_id=raw_id,
+            record_id=key,
             entries=list(iter_entries(entries)),
             include_reads=include_reads,
         )
@@ -469,7 +474,8 @@ class ReadOnlyModelView(SecuredModelView):
     def get_one(self, id: Any) -> Any:
         """By id, without the VIEW entry record pages write (reading the log is not a read of
         patient data)."""
-        return db.session.get(self.model, int(id)) if str(id).isdigit() else None
+        key = parse_record_id(self.model, id)
+        return None if key is None else db.session.get(self.model, key)
 
 
 def integrity_error_constraint(exc: IntegrityError) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -34,25 +33,12 @@ from backoffice.extensions import db, limiter, login_manager
 from backoffice.i18n import _, _l
 from backoffice.models import User
 from backoffice.models.user import touch_last_login
+from backoffice.security import is_same_site_path
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger("backoffice.auth")
 
 LOGIN_FAILED_MESSAGE = _l("Invalid email or password.")
-
-
-def is_safe_next(target: str | None) -> bool:
-    """Only same-site relative paths are followed after login (no open redirect)."""
-    if not target:
-        return False
-    parts = urlsplit(target)
-    return (
-        not parts.scheme
-        and not parts.netloc
-        and target.startswith("/")
-        and not target.startswith("//")
-        and "\\" not in target
-    )
 
 
 def init_login(app: Flask) -> None:
@@ -153,7 +139,7 @@ def login() -> Any:
             session["seen_at"] = now
             security_event("login", user.id)
             target = form.next.data
-            return redirect(target if is_safe_next(target) else url_for("admin.index"))
+            return redirect(target if is_same_site_path(target) else url_for("admin.index"))
         flash(str(LOGIN_FAILED_MESSAGE), "error")
     return render_template("auth/login.html", form=form)
 

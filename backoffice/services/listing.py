@@ -39,9 +39,12 @@ from backoffice.models import (
 )
 from backoffice.models.patient import age_on
 from backoffice.services.export import DATE, NUMBER, ExportColumn, ExportRequest
-from backoffice.services.search import word_matches
+from backoffice.services.search import SearchText, bounded_search, word_matches
 
 PAGE_SIZES = (10, 25, 50, 100)
+#: the deepest page anyone can ask for, and the longest code a filter takes
+MAX_PAGE = 1_000_000
+MAX_CODE_CHARS = 200
 DEFAULT_PAGE_SIZE = 25
 SORTS = ("name", "recent", "urgency")
 
@@ -168,11 +171,13 @@ def _parse_date(raw: str | None) -> date | None:
         return None
 
 
-def _parse_int(raw: str | None) -> int | None:
-    try:
-        return int(raw) if raw not in (None, "") else None
-    except ValueError:
+def _parse_int(raw: str | None, limit: int = 2**31 - 1) -> int | None:
+    """A whole number from the address, or None when there is none or it is out of bounds."""
+    text = (raw or "").strip()
+    if not text or not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 12:
         return None
+    value = int(text)
+    return value if -limit <= value <= limit else None
 
 
 def _truthy(raw: str | None) -> bool:
@@ -197,6 +202,8 @@ class ListingQuery:
     page: int = 0
     page_size: int = DEFAULT_PAGE_SIZE
     ignored: tuple[str, ...] = field(default=(), compare=False)
+    #: the typed search held more words or characters than a search uses (see bounded_search)
+    search_cut: bool = field(default=False, compare=False)
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> ListingQuery:
@@ -232,10 +239,15 @@ class ListingQuery:
         if page_size not in PAGE_SIZES:
             ignored.append("page_size")
             page_size = DEFAULT_PAGE_SIZE
-        page = max(_parse_int(args.get("page")) or 0, 0)
+        page = min(max(_parse_int(args.get("page")) or 0, 0), MAX_PAGE)
         body_part = (args.get("body_part") or "").strip().upper() or None
+        if body_part and len(body_part) > MAX_CODE_CHARS:
+            ignored.append("body_part")
+            body_part = None
+        searched = bounded_search(args.get("search"))
         return cls(
-            search=" ".join((args.get("search") or "").split()),
+            search=searched.text,
+            search_cut=searched.cut,
             urgency=code("urgency", Urgency.codes()),
             study_type=code("type", StudyType.codes()),
             body_part=body_part,
@@ -270,6 +282,10 @@ class ListingQuery:
             "page_size": state.page_size if state.page_size != DEFAULT_PAGE_SIZE else None,
         }
         return {k: str(v) for k, v in out.items() if v not in (None, "")}
+
+    def search_message(self) -> str | None:
+        """What the page says when the typed search was cut to its bounds."""
+        return SearchText(self.search, self.search_cut).message() if self.search_cut else None
 
     @property
     def has_study_filters(self) -> bool:
