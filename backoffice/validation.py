@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import date
+import unicodedata
+from datetime import date, timedelta
 from typing import TypeVar
 
 import email_validator
@@ -21,6 +22,8 @@ from flask import current_app, has_app_context
 from backoffice.i18n import _
 
 MIN_BIRTH_DATE = date(1900, 1, 1)
+MIN_STUDY_DATE = date(1900, 1, 1)
+MAX_STUDY_DAYS_AHEAD = 366
 DEFAULT_PHONE_REGION = "MX"
 _CODE_RE = re.compile(r"^[A-Z0-9_]+$")
 _ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -53,6 +56,26 @@ def normalize_name(value: object) -> object:
     """Trim and collapse inner runs of spaces (``"  Clínica   Roma "`` -> ``"Clínica Roma"``)."""
     value = blank_to_none(value)
     return " ".join(value.split()) if isinstance(value, str) else value
+
+
+# Letters that Unicode does not decompose into a base letter and an accent.
+_FOLDED_LETTERS = str.maketrans(
+    {"æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ð": "d", "ł": "l", "þ": "th", "ı": "i"}
+)
+
+
+def clinic_name_key(name: str | None) -> str | None:
+    """A clinic name folded to its key: without accents, in lower case, spaces collapsed
+    (``"Clínica  ROMA"`` -> ``"clinica roma"``). Two clinics cannot have names with one key.
+
+    This is SQLite's ``bo_name_key`` (PostgreSQL's is SQL over ``unaccent``, see migration
+    0012); the forms and the importer ask the database, so each database has one rule.
+    """
+    if name is None:
+        return None
+    decomposed = unicodedata.normalize("NFKD", name)
+    text = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(text.casefold().translate(_FOLDED_LETTERS).split())
 
 
 def phone_region() -> str:
@@ -128,6 +151,26 @@ def check_birth_date(value: date | None) -> date | None:
         raise RuleError(_("Birth date %(value)s is in the future.", value=value.isoformat()))
     if value < MIN_BIRTH_DATE:
         raise RuleError(_("Birth date %(value)s is before 1900.", value=value.isoformat()))
+    return value
+
+
+def check_study_date(value: date | None, today: date | None = None) -> date | None:
+    """A study date is not before 1900 and at most a year ahead (a study may be booked ahead;
+    9999-12-31 is a typing error, not a plan)."""
+    if value is None:
+        return None
+    today = today or date.today()
+    if value < MIN_STUDY_DATE:
+        raise RuleError(_("Study date %(value)s is before 1900.", value=value.isoformat()))
+    latest = today + timedelta(days=MAX_STUDY_DAYS_AHEAD)
+    if value > latest:
+        raise RuleError(
+            _(
+                "Study date %(value)s is more than a year ahead (the latest is %(latest)s).",
+                value=value.isoformat(),
+                latest=latest.isoformat(),
+            )
+        )
     return value
 
 

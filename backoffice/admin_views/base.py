@@ -491,9 +491,18 @@ def integrity_error_constraint(exc: IntegrityError) -> str:
     return "unknown"
 
 
+# Columns the database derives from another one: a clash on them is a clash on that one.
+DERIVED_COLUMNS = {"name_key": "name"}
+
+
 def integrity_error_field(exc: IntegrityError) -> str | None:
     """Best guess at the column a unique violation is about (the last column of a composite
     key: for (doctor_id, number) it is the number that clashed)."""
+    field = _integrity_error_column(exc)
+    return DERIVED_COLUMNS.get(field, field) if field else None
+
+
+def _integrity_error_column(exc: IntegrityError) -> str | None:
     name = integrity_error_constraint(exc)
     if "." in name:  # SQLite: "doctor_phone.doctor_id, doctor_phone.number" -> last column
         return name.split(",")[-1].strip().split(".", 1)[1]

@@ -5,13 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from flask_admin.contrib.sqla.filters import DateTimeBetweenFilter, FilterLike
-from wtforms.validators import DataRequired
+from wtforms.validators import DataRequired, StopValidation
 
 from backoffice.admin_views.base import SecuredModelView
 from backoffice.admin_views.formatters import bullet_list, record_link
-from backoffice.i18n import _l
-from backoffice.models import Clinic
+from backoffice.i18n import _, _l
+from backoffice.models import Clinic, clinic_holding_name
 from backoffice.validation import normalize_name, normalize_phone
+
+
+def _name_not_taken(form: Any, field: Any) -> None:
+    """One name, whatever its case or accents: say which clinic already holds it."""
+    edited = getattr(form, "_obj", None)
+    holder = clinic_holding_name(field.data, exclude_id=getattr(edited, "id", None))
+    if holder is not None:
+        # StopValidation: Flask-Admin's own "unique" check after this one would say it again.
+        raise StopValidation(
+            _(
+                "The clinic “%(name)s” already has this name (names are compared without "
+                "regard to case or accents).",
+                name=holder.name,
+            )
+        )
 
 
 def _doctors(view: Any, context: Any, model: Clinic, name: str) -> Any:
@@ -57,6 +72,6 @@ class ClinicView(SecuredModelView):
     # value that would be stored ("  Roma  Norte " is a duplicate of "Roma Norte", "   " is empty)
     # and reported next to the field instead of failing in the database.
     form_args = {
-        "name": {"filters": [normalize_name], "validators": [DataRequired()]},
+        "name": {"filters": [normalize_name], "validators": [DataRequired(), _name_not_taken]},
         "phone": {"filters": [normalize_phone]},
     }

@@ -3,6 +3,7 @@ record that does not exist, and the look-up behind them, searched like the lists
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -20,6 +21,19 @@ from backoffice.admin_views.arguments import parse_record_id
 from backoffice.i18n import _
 from backoffice.models import LabeledEnum
 from backoffice.services.search import bounded_search, word_matches
+
+
+def rule_validator(rule: Callable[[Any], Any]) -> Callable[[Any, Any], None]:
+    """A form validator from a rule of backoffice/validation.py: its message beside the field."""
+
+    def validate(form: Any, field: Any) -> None:
+        try:
+            rule(field.data)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    return validate
+
 
 #: the most rows one look-up may skip and return (select2 asks page by page as people scroll)
 MAX_LOOKUP_OFFSET = 10_000

@@ -11,6 +11,7 @@ from markupsafe import Markup, escape
 from wtforms.validators import DataRequired
 
 from backoffice.admin_views.base import SecuredModelView
+from backoffice.admin_views.fields import rule_validator
 from backoffice.admin_views.formatters import relation_link, urgency_badge
 from backoffice.i18n import _, _l, ngettext
 from backoffice.models import Clinic, Doctor, Patient
@@ -53,15 +54,6 @@ def _birth_date_with_age(view: Any, context: Any, model: Patient, name: str) -> 
         format_date(model.birth_date, "medium"),
         escape(ngettext("%(num)d year", "%(num)d years", age)),
     )
-
-
-def _birth_date_not_out_of_bounds(form: Any, field: Any) -> None:
-    from wtforms.validators import ValidationError
-
-    try:
-        check_birth_date(field.data)
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
 
 
 class PatientView(SecuredModelView):
@@ -143,7 +135,7 @@ class PatientView(SecuredModelView):
         "first_name": {"filters": [blank_to_none], "validators": [DataRequired()]},
         "last_name": {"filters": [blank_to_none], "validators": [DataRequired()]},
         "email": {"filters": [normalize_email]},
-        "birth_date": {"validators": [_birth_date_not_out_of_bounds]},
+        "birth_date": {"validators": [rule_validator(check_birth_date)]},
     }
     # The bulk upload's column names (``id`` is the MRN there), so that an exported file can be
     # uploaded again and change nothing; related records by their natural keys.

@@ -16,10 +16,11 @@ from sqlalchemy.orm import aliased
 from wtforms.validators import DataRequired
 
 from backoffice.admin_views.base import SecuredModelView
+from backoffice.admin_views.fields import rule_validator
 from backoffice.admin_views.formatters import relation_link, urgency_formatter
 from backoffice.i18n import _l
 from backoffice.models import Clinic, Doctor, Patient, Study, StudyType, Urgency
-from backoffice.validation import blank_to_none, normalize_body_part
+from backoffice.validation import blank_to_none, check_study_date, normalize_body_part
 
 
 class PatientClinicFilter(BaseSQLAFilter):
@@ -189,6 +190,7 @@ class StudyView(SecuredModelView):
             "description": _l("An upper-case code such as CHEST, NECK, STOMACH"),
         },
         "accession_number": {"filters": [blank_to_none]},
+        "study_date": {"validators": [rule_validator(check_study_date)]},
     }
     # The bulk upload's column names (``patient_id`` is the patient's MRN there), so that an
     # exported file can be uploaded again and change nothing.

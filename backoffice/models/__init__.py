@@ -2,7 +2,7 @@
 
 from backoffice.models.audit import AuditEntry, AuditHead, ImportBatch
 from backoffice.models.base import LabeledEnum, utcnow
-from backoffice.models.clinic import Clinic
+from backoffice.models.clinic import Clinic, clinic_holding_name
 from backoffice.models.doctor import Doctor, DoctorPhone, PhoneKind, Specialty
 from backoffice.models.integrity import DeletionRefused, register_integrity_guards
 from backoffice.models.patient import Patient
@@ -15,6 +15,7 @@ __all__ = [
     "AuditHead",
     "ImportBatch",
     "Clinic",
+    "clinic_holding_name",
     "DeletionRefused",
     "Doctor",
     "DoctorPhone",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import FetchedValue, ForeignKey, Index, String, func, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
@@ -19,9 +19,16 @@ class Clinic(TimestampMixin, VersionedMixin, db.Model):
     """A clinic; it cannot be deleted while doctors still belong to it."""
 
     __tablename__ = "clinic"
+    __table_args__ = (Index("uq_clinic_name_key", "name_key", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    # The name folded by the database (bo_name_key: no accents, lower case, single spaces) and
+    # kept by a trigger, whatever writes the row (migration 0012): one name, whatever its case
+    # or accents. Never set by the app.
+    name_key: Mapped[str | None] = mapped_column(
+        String(200), server_default=FetchedValue(), server_onupdate=FetchedValue()
+    )
     address: Mapped[str | None] = mapped_column(String(300))
     city: Mapped[str | None] = mapped_column(String(120), index=True)
     phone: Mapped[str | None] = mapped_column(String(32))
@@ -55,3 +62,15 @@ class Clinic(TimestampMixin, VersionedMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<Clinic {self.id} {self.name!r}>"
+
+
+def clinic_holding_name(name: str | None, exclude_id: int | None = None) -> Clinic | None:
+    """The clinic whose name is ``name`` whatever its case or accents (the database folds both
+    with ``bo_name_key``), other than ``exclude_id``; None if there is none."""
+    if not name:
+        return None
+    query = select(Clinic).where(Clinic.name_key == func.bo_name_key(name))
+    if exclude_id is not None:
+        query = query.where(Clinic.id != exclude_id)
+    with db.session.no_autoflush:
+        return db.session.scalars(query.order_by(Clinic.id).limit(1)).first()

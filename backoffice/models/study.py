@@ -18,7 +18,7 @@ from backoffice.models.base import (
     prefix_index,
     trigram_index,
 )
-from backoffice.validation import blank_to_none, normalize_body_part
+from backoffice.validation import blank_to_none, check_study_date, normalize_body_part
 
 if TYPE_CHECKING:
     from backoffice.models.doctor import Doctor
@@ -116,6 +116,10 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
     @validates("body_part")
     def _validate_body_part(self, key: str, value: str | None) -> str | None:
         return normalize_body_part(value)
+
+    @validates("study_date")
+    def _validate_study_date(self, key: str, value: date | None) -> date | None:
+        return check_study_date(value)
 
     @validates("description", "accession_number")
     def _validate_text(self, key: str, value: str | None) -> str | None:

@@ -62,6 +62,7 @@ AUDITED: dict[type, str] = {
     User: "user",
 }
 NEVER_RECORDED = {
+    "name_key",  # derived from the name by the database
     "password_hash",
     "session_token",
     "failed_login_count",

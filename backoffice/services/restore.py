@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from backoffice.extensions import db
 from backoffice.i18n import _
-from backoffice.models import AuditEntry, Doctor, DoctorPhone, User
+from backoffice.models import AuditEntry, Clinic, Doctor, DoctorPhone, User, clinic_holding_name
 from backoffice.services.audit import ENTITY_MODELS, audit_as, jsonable
 
 
@@ -34,7 +34,10 @@ def _column_value(model: type, key: str, value: Any) -> Any:
 
 
 def _unique_conflict(model: type, values: dict[str, Any], exclude_id: Any = None) -> str | None:
-    """Name the first unique field whose value another row already holds."""
+    """Name the first unique field whose value another row already holds (a clinic's name
+    whatever its case or accents)."""
+    if model is Clinic and clinic_holding_name(values.get("name"), exclude_id) is not None:
+        return "name"
     for column in inspect(model).columns:
         if not column.unique or column.key not in values or values[column.key] is None:
             continue

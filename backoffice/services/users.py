@@ -1,7 +1,8 @@
 """User management rules, shared by the Users admin view and the ``users`` commands.
 
 Passwords: at least 12 characters, up to 256 (never truncated: Argon2 hashes the whole string),
-no composition rules (NIST SP 800-63B), refused when found in a list of common passwords.
+no composition rules (NIST SP 800-63B), refused when found in a list of common passwords and,
+in production, when it is the published demo password.
 The last active admin can neither be deactivated nor lose the admin role.
 """
 
@@ -12,11 +13,13 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
+from flask import current_app, has_app_context
 from sqlalchemy import func, select
 
 from backoffice.extensions import db
 from backoffice.i18n import _
 from backoffice.models import Role, RoleName, User
+from config import DEFAULT_DEMO_PASSWORD
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 256
@@ -48,10 +51,23 @@ def validate_new_password(password: str, user_inputs: Iterable[str | None] = ())
     lowered = password.strip().lower()
     if lowered in common_passwords():
         raise UserError(_("This password is too common: choose another one."))
+    if lowered in demo_passwords():
+        raise UserError(
+            _("This is the demo password, published with the software: choose another one.")
+        )
     for value in user_inputs:
         if value and len(value) >= 4 and lowered == value.strip().lower():
             raise UserError(_("The password must not be your email or name."))
     return password
+
+
+def demo_passwords() -> frozenset[str]:
+    """In production, the demo password (the README's and the configured one) is refused for
+    every user: it is published, so an account holding it is an open door."""
+    if not has_app_context() or current_app.config.get("ENV_NAME") != "production":
+        return frozenset()
+    configured = current_app.config.get("DEMO_PASSWORD") or DEFAULT_DEMO_PASSWORD
+    return frozenset({DEFAULT_DEMO_PASSWORD.lower(), configured.strip().lower()})
 
 
 def roles_by_name() -> dict[RoleName, Role]:
