@@ -37,6 +37,8 @@ def normalise_database_url(url: str | None) -> str | None:
 
 # Placeholder used by the development default; production refuses it.
 INSECURE_DEV_SECRET = "dev-only-insecure-secret-key-change-me"  # noqa: S105
+# The demo users' password printed in the README; production refuses it for any user.
+DEFAULT_DEMO_PASSWORD = "clinic-demo-2026"  # noqa: S105
 
 
 class Config:
@@ -100,7 +102,12 @@ class Config:
         self.RQ_REDIS_URL = env("RQ_REDIS_URL") or None
         self.RQ_IMPORT_QUEUE = env("RQ_IMPORT_QUEUE", "imports")
         self.IMPORT_JOB_TIMEOUT = _env_int("IMPORT_JOB_TIMEOUT", 3600)
-        self.DEMO_PASSWORD = env("DEMO_PASSWORD", "clinic-demo-2026")
+        self.DEMO_PASSWORD = env("DEMO_PASSWORD", DEFAULT_DEMO_PASSWORD)
+        # Time limits on the database (see backoffice/database.py): every statement of a web
+        # request, every statement of an export (its own, larger one), a connection attempt.
+        self.REQUEST_STATEMENT_TIMEOUT_SECONDS = _env_int("REQUEST_STATEMENT_TIMEOUT_SECONDS", 15)
+        self.EXPORT_STATEMENT_TIMEOUT_SECONDS = _env_int("EXPORT_STATEMENT_TIMEOUT_SECONDS", 600)
+        self.DB_CONNECT_TIMEOUT_SECONDS = _env_int("DB_CONNECT_TIMEOUT_SECONDS", 5)
         self.LOG_LEVEL = env("LOG_LEVEL", "INFO")
         self.DEBUG = _env_bool("FLASK_DEBUG", False)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, redirect, render_template, url_for
-from sqlalchemy import event
 
 from config import Config, get_config
 
@@ -38,6 +37,13 @@ def create_app(config: str | type[Config] | dict[str, Any] | None = None) -> Fla
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         db_file = Path(app.instance_path) / "backoffice.sqlite"
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{db_file}"
+    from backoffice.database import engine_options
+
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+        app.config.get("DB_CONNECT_TIMEOUT_SECONDS", 0),
+    )
 
     configure_logging(app)
     register_extensions(app)
@@ -57,16 +63,28 @@ def configure_logging(app: Flask) -> None:
     # those errors themselves, and its logger is kept quiet so no patient value reaches a log.
     logging.getLogger("flask-admin.sqla").setLevel(logging.CRITICAL)
     app.logger.setLevel(level)
+    from backoffice.database import quiet_library_logs
+
+    quiet_library_logs()
 
 
 def register_extensions(app: Flask) -> None:
     from backoffice.auth import init_login
+    from backoffice.database import (
+        install_safe_teardown,
+        install_statement_timeouts,
+        require_database,
+        tune_sqlite,
+    )
     from backoffice.extensions import babel, csrf, db, limiter, migrate
     from backoffice.locale import select_locale, select_timezone
     from backoffice.models import register_integrity_guards
     from backoffice.security import register_security
 
     db.init_app(app)
+    install_safe_teardown(app)
+    # First of the request's checks: a page that needs the database answers 503 without it.
+    app.before_request(require_database)
     migrate.init_app(
         app,
         db,
@@ -85,26 +103,8 @@ def register_extensions(app: Flask) -> None:
     register_audit_hooks()
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
-            _tune_sqlite(db.engine)
-
-
-def _tune_sqlite(engine: Any) -> None:
-    """Foreign keys on (SQLite leaves them off), WAL for concurrent readers, and real SAVEPOINTs
-    (pysqlite's own transaction handling breaks nested transactions)."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        if engine.url.database not in (None, "", ":memory:"):
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+            tune_sqlite(db.engine)
+        install_statement_timeouts(db.engine)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -160,6 +160,8 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(413, lambda e: _page(413, "errors/413.html"))
     app.register_error_handler(429, lambda e: _page(429, "errors/429.html"))
 
+    register_database_error_handlers(app)
+
     @app.errorhandler(500)
     def _internal(e: Any) -> Any:
         from flask import Response
@@ -177,6 +179,60 @@ def register_error_handlers(app: Flask) -> None:
                 status=500,
                 mimetype="text/html",
             )
+
+
+def register_database_error_handlers(app: Flask) -> None:
+    """The database down or too slow: the app's own 503 pages, with the usual headers.
+
+    The pages read nothing from the database: once it has failed, the user loader and the
+    language selector stop asking it for the rest of the request (``mark_unavailable``).
+    """
+    from flask import Response, request
+
+    from backoffice.database import (
+        UNAVAILABLE_ERRORS,
+        DatabaseUnavailable,
+        is_timeout,
+        is_unavailable,
+        mark_unavailable,
+        safe_rollback,
+    )
+
+    def _render(template: str, **context: Any) -> Any:
+        try:
+            return render_template(template, **context)
+        except Exception:  # noqa: BLE001 - the page itself failed: a fixed page, no details
+            app.logger.error("the %s page could not be rendered; a plain one was sent", template)
+            return Response(
+                "<!DOCTYPE html><title>Temporarily unavailable</title>"
+                "<h1>Temporarily unavailable</h1>"
+                "<p>Nothing was changed. Try again in a minute.</p>",
+                mimetype="text/html",
+            )
+
+    def _unavailable(e: Any) -> Any:
+        mark_unavailable()
+        safe_rollback()
+        response = app.make_response((_render("errors/503.html"), 503))
+        response.headers["Retry-After"] = "30"
+        return response
+
+    def _database_error(e: Any) -> Any:
+        if is_unavailable(e):
+            app.logger.warning(
+                "database unavailable (%s) on %s %s", type(e).__name__, request.method, request.path
+            )
+            return _unavailable(e)
+        if not is_timeout(e):
+            raise e  # a mistake in a statement: the 500 page, logged as one
+        safe_rollback()
+        app.logger.warning("statement time limit reached on %s %s", request.method, request.path)
+        seconds = app.config.get("REQUEST_STATEMENT_TIMEOUT_SECONDS")
+        return _render("errors/timeout.html", seconds=seconds), 503
+
+    app.register_error_handler(DatabaseUnavailable, _unavailable)
+    for error in UNAVAILABLE_ERRORS:
+        app.register_error_handler(error, _database_error)
 
 
 def register_commands(app: Flask) -> None:

@@ -35,7 +35,11 @@ def select_language() -> str:
     languages = current_app.config["LANGUAGES"]
     if not has_request_context():
         return current_app.config["BABEL_DEFAULT_LOCALE"]
-    saved = getattr(current_user, "locale", None) if current_user else None
+    from backoffice.database import database_unavailable
+
+    # Once the database has failed, the user is not loaded again (the 503 page's language
+    # comes from the session or the browser).
+    saved = None if database_unavailable() else getattr(current_user, "locale", None)
     if saved in languages:
         return saved
     chosen = session.get("locale")

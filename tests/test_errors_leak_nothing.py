@@ -255,33 +255,124 @@ def test_healthz_says_503_when_the_database_is_unreachable(client):
         assert detail not in body
 
 
-def test_a_database_outage_gives_clean_pages_not_a_crash(
+UNAVAILABLE = "Temporarily unavailable"
+
+
+def _is_the_503_page(response) -> bool:  # noqa: ANN001
+    page = response.get_data(as_text=True)
+    return (
+        response.status_code == 503
+        and UNAVAILABLE in page
+        and "Nothing was changed" in page
+        and not TRACEBACK.search(page)
+        and not SQL.search(page)
+        and "127.0.0.1" not in page
+        and "Operational" not in page
+        and response.headers["Cache-Control"] == "no-store"
+        and "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        and response.headers.get("Retry-After") == "30"
+    )
+
+
+def test_a_database_outage_is_the_503_page_for_every_request(
     client, caplog, unexpected_errors_are_500s
 ):
-    """The error page itself needs the user (menu, language): it must not fail a second time."""
+    """Signed in or not, any page, the login page and a login: the app's own 503 page, with its
+    headers; never the login page (the user is not logged out), never a 500."""
     AuthActions(client).as_role(RoleName.OPERATOR, email="outage@test.example.com")
+    token = form_token(client, "/admin/patient/new/")
     caplog.set_level(logging.INFO)
+    anonymous = client.application.test_client()
     with database_unreachable():
-        listing = client.get(f"/admin/patient/?search={SECRET_LAST_NAME}")
-        login_page = client.get("/login")
-        token = csrf_token_from(login_page.get_data(as_text=True))
-        attempt = client.post(
-            "/login",
-            data={"email": "outage@test.example.com", "password": PASSWORD, "csrf_token": token},
-        )
-    # the session cannot be checked: the user is treated as logged out, never let in
-    assert listing.status_code == 302
-    assert listing.headers["Location"].startswith("/login")
-    assert login_page.status_code == 200
-    assert attempt.status_code == 500
-    page = attempt.get_data(as_text=True)
-    assert "Something went wrong" in page
-    assert not TRACEBACK.search(page) and not SQL.search(page)
-    assert "127.0.0.1" not in page and "Operational" not in page
-    assert "no-store" in attempt.headers["Cache-Control"]
-    assert "frame-ancestors 'none'" in attempt.headers["Content-Security-Policy"]
+        responses = {
+            "list": client.get(f"/admin/patient/?search={SECRET_LAST_NAME}"),
+            "dashboard": client.get("/admin/"),
+            "listing": client.get("/admin/patient-studies/"),
+            "a save": client.post(
+                "/admin/patient/new/",
+                data={
+                    "first_name": SECRET_FIRST_NAME,
+                    "last_name": SECRET_LAST_NAME,
+                    "birth_date": "1961-03-14",
+                    "csrf_token": token,
+                },
+            ),
+            "login page": anonymous.get("/login"),
+            "a login": anonymous.post(
+                "/login",
+                data={
+                    "email": "outage@test.example.com",
+                    "password": PASSWORD,
+                    "csrf_token": "irrelevant",
+                },
+            ),
+        }
+        static = client.get("/static/css/backoffice.css")
+    for name, response in responses.items():
+        assert _is_the_503_page(response), (name, response.status_code)
+    assert static.status_code == 200  # static files need no database
+    # Once it is back, the same session goes on: nobody was logged out.
+    assert client.get("/admin/patient/").status_code == 200
     log = logged(caplog)
-    assert "Unhandled OperationalError on POST /login" in log
     assert "database unavailable (OperationalError)" in log
-    assert SECRET_LAST_NAME not in log and "outage@test.example.com" not in log
-    assert PASSWORD not in log
+    assert "Unhandled" not in log and "Traceback" not in log
+    for value in (
+        SECRET_LAST_NAME,
+        SECRET_FIRST_NAME,
+        "outage@test.example.com",
+        PASSWORD,
+        "not-a-password",
+        "Connection refused",
+        "could not connect",
+    ):
+        assert value not in log, value
+
+
+def test_the_user_loader_answers_503_when_the_database_fails_under_it(client, monkeypatch, caplog):
+    """The database fails between the request's check and the user's loading: still the 503
+    page, not the login page."""
+    AuthActions(client).as_role(RoleName.SUPPORT, email="loader@test.example.com")
+    from sqlalchemy.exc import OperationalError
+
+    real_get = db.session.get
+
+    def failing_get(model, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        from backoffice.models import User
+
+        if model is User:
+            raise OperationalError("SELECT user", {"email": SECRET_EMAIL}, Exception("gone"))
+        return real_get(model, *args, **kwargs)
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(db.session, "get", failing_get)
+    response = client.get("/admin/patient/")
+    monkeypatch.undo()
+    assert _is_the_503_page(response)
+    assert SECRET_EMAIL not in logged(caplog)
+    assert client.get("/admin/patient/").status_code == 200
+
+
+def test_a_failed_teardown_never_reaches_the_server(client, monkeypatch, caplog):
+    """Closing the session fails (its connection died during the request): the response is
+    the page the view made, and the log says only what kind of error it was."""
+    from sqlalchemy.exc import OperationalError
+
+    AuthActions(client).as_role(RoleName.SUPPORT, email="teardown@test.example.com")
+    calls = {"n": 0}
+    real_remove = db.session.remove
+
+    def failing_remove() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("ROLLBACK", {}, Exception(f"lost {SECRET_LAST_NAME}"))
+        real_remove()
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(db.session, "remove", failing_remove)
+    response = client.get("/admin/patient/")
+    monkeypatch.undo()
+    assert response.status_code == 200
+    assert calls["n"] >= 1
+    log = logged(caplog)
+    assert "closing the database session failed (OperationalError)" in log
+    assert SECRET_LAST_NAME not in log

@@ -206,9 +206,10 @@ def test_error_pages_have_no_inline_handlers(client):
 
 
 @pytest.fixture
-def production_env(monkeypatch):  # noqa: ANN001, ANN201
+def production_env(monkeypatch, tmp_path):  # noqa: ANN001, ANN201
     monkeypatch.setenv("SECRET_KEY", secrets.token_urlsafe(48))
-    monkeypatch.setenv("DATABASE_URL", "postgresql://backoffice@127.0.0.1:1/unused")
+    # A database that answers (the login page, like every page, needs one: see test_outage).
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'production.sqlite'}")
     monkeypatch.delenv("FLASK_DEBUG", raising=False)
     monkeypatch.delenv("SESSION_COOKIE_SECURE", raising=False)
     monkeypatch.delenv("HSTS_ENABLED", raising=False)
