@@ -116,6 +116,7 @@ if not web["environment"]["RATELIMIT_STORAGE_URI"].startswith("redis://redis:637
 if "${SECRET_KEY:?" not in web["environment"]["SECRET_KEY"]: problems.append("SECRET_KEY")
 if "@db:5432/" not in web["environment"]["DATABASE_URL"]: problems.append("DATABASE_URL")
 if web["environment"]["BACKOFFICE_ENV"] != "production": problems.append("BACKOFFICE_ENV")
+if "TRUSTED_PROXY_COUNT" not in web["environment"]: problems.append("TRUSTED_PROXY_COUNT")
 if "8000:8000" not in web["ports"]: problems.append("port")
 print("  problems: " + ", ".join(problems)) if problems else None
 sys.exit(bool(problems))

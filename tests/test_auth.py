@@ -229,6 +229,44 @@ def test_the_per_address_limit_answers_429(client, small_login_limit):
     assert client.get("/login").status_code == 200  # only the POSTs are counted
 
 
+def test_the_per_address_limit_counts_failures_not_successful_logins(client, small_login_limit):
+    """Behind one shared address (a clinic's proxy) a whole shift logs in at 8:00: the limit
+    (3 here) counts failed attempts only, by address; the account lockout counts by account."""
+    auth = AuthActions(client)
+    for n in range(6):
+        user = make_user(f"shift{n}@test.example.com", RoleName.OPERATOR)
+        assert auth.login(user.email).headers["Location"] == "/admin/", n
+        auth.logout()
+    for _attempt in range(3):
+        assert alerts(auth.login("shift0@test.example.com", "wrong password!")) == [FAILED]
+    assert auth.login("shift1@test.example.com").status_code == 429
+    assert client.get("/login").status_code == 200
+
+
+class _Clock:
+    """``time.time()`` for the session checks, moved forward by the test."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_a_session_never_ends_before_the_idle_time(app, client, monkeypatch):
+    """Every request counts as activity, to the second: a session used 20 s after the login
+    is still open 55 s later with a 60 s idle time, and ends once 60 s have passed."""
+    clock = _Clock()
+    monkeypatch.setattr("backoffice.auth.views.time", clock)
+    monkeypatch.setitem(app.config, "SESSION_IDLE_TIMEOUT", timedelta(seconds=60))
+    AuthActions(client).as_role(RoleName.SUPPORT, email="idle-exact@test.example.com")
+    for step in (20, 55, 59.5, 59.9):
+        clock.now += step
+        assert client.get("/admin/").status_code == 200, step
+    clock.now += 60.5
+    assert is_sent_to_login(client.get("/admin/"))
+
+
 # --- sessions ------------------------------------------------------------------------------------
 
 

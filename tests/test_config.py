@@ -147,3 +147,28 @@ def test_unknown_environment_name_is_refused(monkeypatch):
     with pytest.raises(RuntimeError, match="Unknown BACKOFFICE_ENV 'staging'"):
         get_config()
     assert get_config("testing") is settings.TestingConfig
+
+
+def test_the_compose_file_passes_the_trusted_proxy_count_to_the_app():
+    """The login limits key on the client's address: behind the TLS proxy the compose file
+    expects, the app must be told how many proxies to believe."""
+    compose = (Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text()
+    web = compose.split("\n  web:\n", 1)[1].split("\n  worker:\n", 1)[0]
+    assert "      TRUSTED_PROXY_COUNT: ${TRUSTED_PROXY_COUNT:-0}\n" in web
+
+
+def test_the_trusted_proxy_count_decides_which_address_the_login_limit_sees(monkeypatch):
+    monkeypatch.setenv("TRUSTED_PROXY_COUNT", "1")
+    app = create_app({"ENV_NAME": "testing", "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    seen = {}
+
+    @app.get("/whoami-test")
+    def whoami():  # noqa: ANN202
+        from flask import request
+
+        seen["addr"] = request.remote_addr
+        return "ok"
+
+    headers = {"X-Forwarded-For": "203.0.113.9"}
+    app.test_client().get("/whoami-test", headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    assert seen["addr"] == "203.0.113.9"

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, insert, select, text
 from backoffice.admin_views.patient import PatientView
 from backoffice.extensions import db
 from backoffice.models import Patient, RoleName
-from tests.conftest import PASSWORD, AuthActions, csrf_token_from, form_token
+from tests.conftest import PASSWORD, AuthActions, form_token
 from tests.factories import make_patient
 
 # Values that stand for patient data: none may reach a page they do not belong on, nor a log.

@@ -18,7 +18,7 @@ from backoffice.models import Clinic, Doctor, Patient, RoleName, Study, User
 from backoffice.validation import RuleError, check_study_date, clinic_name_key
 from config import DEFAULT_DEMO_PASSWORD
 from tests.conftest import AuthActions, form_token
-from tests.factories import make_clinic, make_doctor, make_patient, make_study
+from tests.factories import make_clinic, make_doctor, make_study
 
 ERRORS_RE = re.compile(r'class="[^"]*(?:help-block|invalid-feedback)[^"]*"[^>]*>(.*?)</', re.S)
 

@@ -13,9 +13,18 @@ from backoffice.models import utcnow
 security_log = logging.getLogger("backoffice.security")
 
 
-def security_event(event: str, user_id: int | None = None, **details: object) -> None:
-    """Log the event and record it in the audit trail (committed on its own: a failed login
-    leaves its trace even though nothing else is saved)."""
+def security_event(
+    event: str,
+    user_id: int | None = None,
+    *,
+    commit: bool = True,
+    actor_label: str | None = None,
+    **details: object,
+) -> None:
+    """Log the event and record it in the audit trail, committed on its own (a failed login
+    leaves its trace even though nothing else is saved), or with ``commit=False`` in the
+    caller's transaction (a lockout with the failure that caused it). ``actor_label`` names
+    the account when it is the one acting (a login, written before the session is made)."""
     from backoffice.services.audit import Actor, append_entries, current_actor, make_entry
 
     address = request.remote_addr if has_request_context() else None
@@ -34,7 +43,7 @@ def security_event(event: str, user_id: int | None = None, **details: object) ->
     someone_else = actor.user_id is not None or actor.label is not None
     entry_actor = Actor(
         user_id=actor.user_id if someone_else else user_id,
-        label=actor.label,
+        label=actor.label if someone_else else (actor_label or actor.label),
         ip=actor.ip,
         request_id=actor.request_id,
     )
@@ -50,4 +59,5 @@ def security_event(event: str, user_id: int | None = None, **details: object) ->
             )
         ],
     )
-    db.session.commit()
+    if commit:
+        db.session.commit()

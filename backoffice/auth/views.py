@@ -16,6 +16,7 @@ from flask import (
     Flask,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -23,16 +24,22 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from backoffice.auth.events import security_event
 from backoffice.auth.forms import LoginForm
-from backoffice.auth.passwords import burn_verify_time
-from backoffice.auth.throttle import is_locked, record_failure, record_success
+from backoffice.auth.passwords import burn_verify_time, verify_password
+from backoffice.auth.throttle import claim_attempt, record_failure, record_success
+from backoffice.database import (
+    DatabaseUnavailable,
+    database_unavailable,
+    mark_unavailable,
+    safe_rollback,
+)
 from backoffice.extensions import db, limiter, login_manager
 from backoffice.i18n import _, _l
 from backoffice.models import User
-from backoffice.models.user import touch_last_login
 from backoffice.security import is_same_site_path
 
 bp = Blueprint("auth", __name__)
@@ -53,18 +60,21 @@ def init_login(app: Flask) -> None:
         # The cookie carries "id:session_token"; a rotated token (logout elsewhere, password
         # change, deactivation) makes every older session worthless.
         user_id, _sep, token = user_key.partition(":")
-        if not user_id.isdigit() or not token:
+        if not (user_id.isascii() and user_id.isdigit()) or len(user_id) > 9 or not token:
+            return None
+        if database_unavailable():
+            # The error page of this request, after the database failed: no second try (its
+            # error would escape Flask's handler), and nobody is treated as logged out.
             return None
         try:
             user = db.session.get(User, int(user_id))
         except SQLAlchemyError as exc:
-            # Fail closed: the request goes on as anonymous (login page) instead of raising again
-            # from inside the 500 page, which loads the user for its menu and locale; a second
-            # error there escapes Flask's handler and reaches the server's log with the first
-            # one (and whatever patient values its SQL parameters held) chained to it.
-            db.session.rollback()
+            # Not "logged out" (the login page would be a lie, and a wrong one to send a user
+            # to): the request is answered with the 503 page.
+            mark_unavailable()
+            safe_rollback()
             log.warning("user loader: database unavailable (%s)", type(exc).__name__)
-            return None
+            raise DatabaseUnavailable() from None
         if user is None or not user.active or user.session_token != token:
             return None
         return user
@@ -73,10 +83,16 @@ def init_login(app: Flask) -> None:
 
 
 def enforce_session_lifetime() -> Any:
-    """End sessions idle for too long or older than the absolute lifetime."""
+    """End sessions idle for too long or older than the absolute lifetime.
+
+    ``seen_at`` is the time of the session's last request, to the fraction of a second and
+    rewritten by every request (the cookie of a permanent session is sent again with every
+    response anyway), so a session ends only once it has been idle for longer than the idle
+    time, never before.
+    """
     if "_user_id" not in session:
         return None
-    now = int(time.time())
+    now = time.time()
     idle = current_app.config["SESSION_IDLE_TIMEOUT"].total_seconds()
     absolute = current_app.config["SESSION_ABSOLUTE_LIFETIME"].total_seconds()
     started = session.get("login_at", 0)
@@ -87,8 +103,7 @@ def enforce_session_lifetime() -> Any:
         session.clear()
         flash(_("Your session has ended. Please log in again."), "info")
         return None
-    if now - seen >= 30:  # avoid rewriting the cookie on every request
-        session["seen_at"] = now
+    session["seen_at"] = now
     return None
 
 
@@ -101,8 +116,14 @@ def _login_rate_limit() -> str:
     return current_app.config.get("LOGIN_RATE_LIMIT", "30 per 15 minutes")
 
 
+def _login_failed(response: Any) -> bool:
+    """The per-address limit counts failed attempts only: behind one shared address (a clinic's
+    proxy) a shift of staff logging in does not lock the next one out."""
+    return bool(g.get("login_failed"))
+
+
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_rate_limit, methods=["POST"])
+@limiter.limit(_login_rate_limit, methods=["POST"], deduct_when=_login_failed)
 def login() -> Any:
     if current_user.is_authenticated:
         return redirect(url_for("admin.index"))
@@ -112,40 +133,60 @@ def login() -> Any:
     if form.validate_on_submit():
         email = (form.email.data or "").strip().lower()
         password = form.password.data or ""
-        user = db.session.execute(select_user(email)).scalar_one_or_none()
-        if user is None:
+        account = db.session.execute(
+            select(User.id, User.email, User.password_hash, User.active).where(User.email == email)
+        ).first()
+        # The read ends here: each step of the attempt starts with its own write (SQLite, in
+        # WAL mode, refuses a write to a read transaction once another connection has written).
+        db.session.rollback()
+        if account is not None and _attempt(account, password):
+            return _logged_in(db.session.get(User, account.id), form.next.data)
+        if account is None:
             burn_verify_time(password)  # same time as a real check
             security_event("login_failed", None, reason="unknown_account")
-        elif is_locked(user):
-            burn_verify_time(password)
-            security_event("login_refused_locked", user.id)
-        elif not user.check_password(password) or not user.active:
-            locked = record_failure(user)
-            security_event("login_failed", user.id, reason="bad_password_or_inactive")
-            if locked:
-                security_event("account_locked", user.id)
-        else:
-            language = session.get("locale")  # but the language chosen on the login page
-            session.clear()  # a new session: nothing from before the login is carried over
-            if language:
-                session["locale"] = language
-            record_success(user)
-            touch_last_login(user)
-            db.session.commit()
-            login_user(user)
-            session.permanent = True
-            now = int(time.time())
-            session["login_at"] = now
-            session["seen_at"] = now
-            security_event("login", user.id)
-            target = form.next.data
-            return redirect(target if is_same_site_path(target) else url_for("admin.index"))
+        g.login_failed = True
         flash(str(LOGIN_FAILED_MESSAGE), "error")
+    elif request.method == "POST":
+        g.login_failed = True  # a form without its token or its fields is a failure too
     return render_template("auth/login.html", form=form)
 
 
-def select_user(email: str) -> Any:
-    return db.select(User).where(User.email == email)
+def _attempt(account: Any, password: str) -> bool:
+    """One login attempt on an existing account (see backoffice/auth/throttle.py); True if
+    the user is let in. Every outcome is recorded, with its state change, in one transaction."""
+    attempt = claim_attempt(account.id)
+    if attempt is None:
+        burn_verify_time(password)  # a locked account answers as slowly as a wrong password
+        security_event("login_refused_locked", account.id)
+        return False
+    if not verify_password(account.password_hash, password) or not account.active:
+        locked = record_failure(account.id, attempt)
+        security_event("login_failed", account.id, commit=False, reason="bad_password_or_inactive")
+        if locked:
+            security_event("account_locked", account.id, commit=False)
+        db.session.commit()
+        return False
+    if not record_success(account.id):
+        # locked by other attempts while this password was being verified
+        db.session.rollback()
+        security_event("login_refused_locked", account.id)
+        return False
+    security_event("login", account.id, commit=False, actor_label=account.email)
+    db.session.commit()
+    return True
+
+
+def _logged_in(user: User, target: str | None) -> Any:
+    language = session.get("locale")  # but the language chosen on the login page
+    session.clear()  # a new session: nothing from before the login is carried over
+    if language:
+        session["locale"] = language
+    login_user(user)
+    session.permanent = True
+    now = time.time()
+    session["login_at"] = now
+    session["seen_at"] = now
+    return redirect(target if is_same_site_path(target) else url_for("admin.index"))
 
 
 @bp.route("/logout", methods=["POST"])

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
 from backoffice.i18n import _l
-from backoffice.models.base import LabeledEnum, TimestampMixin, UTCDateTime, enum_column, utcnow
+from backoffice.models.base import LabeledEnum, TimestampMixin, UTCDateTime, enum_column
 from backoffice.validation import normalize_email
 
 
@@ -122,7 +122,3 @@ class User(UserMixin, TimestampMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id}>"
-
-
-def touch_last_login(user: User) -> None:
-    user.last_login_at = utcnow()
