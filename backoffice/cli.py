@@ -59,7 +59,8 @@ def audit_verify() -> None:
     """Walk the hash chain; report the first entry that was altered or removed."""
     from backoffice.services.audit import verify_chain
 
-    report = verify_chain(db.session.connection())
+    # The engine, not the session: the walk is one snapshot of its own (see verify_chain).
+    report = verify_chain(db.engine)
     if report.ok:
         click.echo(f"Audit trail intact: {report.checked} entries verified.")
         return
