@@ -370,9 +370,9 @@ def test_streamed_export_is_complete_for_thousands_of_rows(client, auth, monkeyp
     assert "FAILED" not in body.decode("utf-8-sig")
     response.close()
     entry = db.session.scalars(
-        select(AuditEntry).where(AuditEntry.action == "EXPORT").order_by(AuditEntry.id.desc())
+        select(AuditEntry).where(AuditEntry.action == "EXPORT_END").order_by(AuditEntry.id.desc())
     ).first()
-    assert entry.details["rows"] == 3200
+    assert entry.details["rows"] == 3200 and entry.details["outcome"] == "completed"
 
 
 def test_first_bytes_leave_before_the_query_runs(client, auth, people, app, monkeypatch):
@@ -413,7 +413,7 @@ def test_a_failure_mid_way_ends_the_file_with_an_error_line(client, auth, people
     real_chunks = export_service.csv_chunks
     copied: list[bool] = []
 
-    def failing_chunks(bind, statement, batch_rows=None):  # noqa: ANN001
+    def failing_chunks(bind, statement, batch_rows=None, time_limit=0):  # noqa: ANN001
         copied.append(export_service.uses_copy(bind))
         for i, chunk in enumerate(real_chunks(bind, statement, 1)):
             if i == 2:
@@ -422,7 +422,7 @@ def test_a_failure_mid_way_ends_the_file_with_an_error_line(client, auth, people
 
     real_batches = export_service.iter_batches
 
-    def failing_batches(bind, statement, batch_rows=None):  # noqa: ANN001
+    def failing_batches(bind, statement, batch_rows=None, time_limit=0):  # noqa: ANN001
         for i, batch in enumerate(real_batches(bind, statement, 1)):
             if i == 2:
                 raise RuntimeError("connection lost (with a value: José)")
@@ -440,9 +440,9 @@ def test_a_failure_mid_way_ends_the_file_with_an_error_line(client, auth, people
     assert body.endswith(b"\r\n") and b"\n" not in body.replace(b"\r\n", b"")
     assert "José" not in rows[-1][0]  # the error's message is logged as its type only
     entry = db.session.scalars(
-        select(AuditEntry).where(AuditEntry.action == "EXPORT").order_by(AuditEntry.id.desc())
+        select(AuditEntry).where(AuditEntry.action == "EXPORT_END").order_by(AuditEntry.id.desc())
     ).first()
-    assert entry.details["rows"] == 2 and entry.details["complete"] is False
+    assert entry.details["rows"] == 2 and entry.details["outcome"] == "failed"
 
     xlsx = read_xlsx(client.get("/admin/patient/export/xlsx/"))
     assert xlsx[-1][0].startswith("EXPORT FAILED after 2 rows")
@@ -457,10 +457,10 @@ def test_a_download_closed_mid_way_is_audited_as_incomplete(client, auth, people
     assert next(chunks).count(b"\r\n") == 1
     response.close()  # the client went away after one row
     entry = db.session.scalars(
-        select(AuditEntry).where(AuditEntry.action == "EXPORT").order_by(AuditEntry.id.desc())
+        select(AuditEntry).where(AuditEntry.action == "EXPORT_END").order_by(AuditEntry.id.desc())
     ).first()
     assert entry.entity == "patient"
-    assert entry.details["rows"] == 1 and entry.details["complete"] is False
+    assert entry.details["rows"] == 1 and entry.details["outcome"] == "interrupted"
     # the connection is usable afterwards (the COPY, where there was one, is over)
     assert len(read_csv(client.get("/admin/patient/export/csv/"))) == 1 + len(people)
 
@@ -479,12 +479,18 @@ def test_every_export_is_in_the_audit_log(client, auth, people):
     studies, patients = entries
     assert studies.details["format"] == "csv"
     assert studies.details["search"] == "STOMACH"
-    assert studies.details["rows"] == 1
     assert patients.details["format"] == "xlsx"
-    assert patients.details["rows"] == 2
     assert patients.details["filters"] == [
         {"filter": "Clinic", "operation": "contains", "value": "Peña"}
     ]
+    ends = db.session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "EXPORT_END").order_by(AuditEntry.id)
+    ).all()
+    assert [(e.entity, e.details["rows"], e.details["outcome"]) for e in ends] == [
+        ("study", 1, "completed"),
+        ("patient", 2, "completed"),
+    ]
+    assert [e.details["export"] for e in ends] == [e.details["export"] for e in entries]
 
 
 # --------------------------------------------------------------------------- round trip
@@ -669,7 +675,7 @@ def _awkward_expected() -> bytes:
 
 def _audited_rows() -> int:
     entry = db.session.scalars(
-        select(AuditEntry).where(AuditEntry.action == "EXPORT").order_by(AuditEntry.id.desc())
+        select(AuditEntry).where(AuditEntry.action == "EXPORT_END").order_by(AuditEntry.id.desc())
     ).first()
     return entry.details["rows"]
 
@@ -897,7 +903,7 @@ def test_copy_failing_mid_way_ends_the_file_and_keeps_the_transaction(app):
     assert lines[:3] == [["q"], ["0"], ["-1"]]  # 1 / (i - 3) in integers: i = 1, 2, then 1 / 0
     assert len(lines) == 4 and lines[3][0].startswith("EXPORT FAILED after 2 rows")
     entry = db.session.scalars(select(AuditEntry).where(AuditEntry.entity == "failing")).one()
-    assert entry.details["rows"] == 2 and entry.details["complete"] is False
+    assert entry.details["rows"] == 2 and entry.details["outcome"] == "failed"
 
 
 @on_postgresql

@@ -332,7 +332,7 @@ def test_listing_export_one_row_per_study(client, auth, world):
     bruno = rows[0]
     assert bruno["urgency"] == bruno["study_date"] == bruno["type"] == ""
     entry = db.session.scalars(
-        select(AuditEntry).where(AuditEntry.action == "EXPORT").order_by(AuditEntry.id.desc())
+        select(AuditEntry).where(AuditEntry.action == "EXPORT_END").order_by(AuditEntry.id.desc())
     ).first()
     assert entry.entity == "patient_studies" and entry.actor_id == user.id
     assert entry.details["rows"] == 7 and entry.details["format"] == "csv"

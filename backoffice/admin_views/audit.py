@@ -59,6 +59,7 @@ ACTIONS = (
     "REVERT",
     "VIEW",
     "EXPORT",
+    "EXPORT_END",
     "IMPORT",
     "LOGIN",
     "LOGOUT",

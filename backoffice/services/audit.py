@@ -613,7 +613,7 @@ def history(entity: str, entity_id: Any, include_reads: bool, limit: int = 500) 
         | ((AuditEntry.parent_entity == entity) & (AuditEntry.parent_id == key))
     )
     if not include_reads:
-        query = query.where(AuditEntry.action.notin_(("VIEW", "EXPORT")))
+        query = query.where(AuditEntry.action.notin_(("VIEW", "EXPORT", "EXPORT_END")))
     return list(db.session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
 
 

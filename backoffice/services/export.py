@@ -1,4 +1,6 @@
-"""Streamed CSV and XLSX exports from Core SELECTs: spreadsheet-safe, audited at the end."""
+"""Streamed CSV and XLSX exports from Core SELECTs: spreadsheet-safe, audited before the first
+byte (who, what, which filters: ``EXPORT``) and after the last (rows and outcome: ``EXPORT_END``).
+"""
 
 from __future__ import annotations
 
@@ -10,24 +12,27 @@ import queue
 import re
 import threading
 import traceback
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app
 from sqlalchemy import Integer, String, case, func, literal, type_coerce
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
+from backoffice.database import statement_time_limit
 from backoffice.extensions import db
 
 log = logging.getLogger("backoffice.export")
 
 FORMATS = ("csv", "xlsx")
+# Whole Content-Type values (given as ``content_type``: a ``mimetype`` gets a charset added).
 MIME_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -170,6 +175,10 @@ class ExportRequest:
     bind: Any = None
     #: who exports, captured while the request is alive (an audit ``Actor``)
     actor: Any = None
+    #: the export's time limit per statement, in seconds (0: none; see backoffice/database.py)
+    time_limit: float = 0
+    #: names the export in its two audit entries (EXPORT, then EXPORT_END)
+    export_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def header_row(self) -> list[str]:
         return [c.name for c in self.columns]
@@ -200,7 +209,10 @@ def export_connection(bind: Engine | Connection) -> Iterator[Connection]:
 
 
 def iter_batches(
-    bind: Engine | Connection, statement: Any, batch_rows: int | None = None
+    bind: Engine | Connection,
+    statement: Any,
+    batch_rows: int | None = None,
+    time_limit: float = 0,
 ) -> Iterator[Sequence[Any]]:
     """Rows of ``statement`` in batches, from a server-side cursor where the database has one.
 
@@ -209,16 +221,30 @@ def iter_batches(
     """
     size = batch_rows or BATCH_ROWS
     if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
-        return prefetched(lambda: fetch_batches(bind, statement, size))
-    return fetch_batches(bind, statement, size)
+        return prefetched(lambda: fetch_batches(bind, statement, size, time_limit))
+    return fetch_batches(bind, statement, size, time_limit)
 
 
-def fetch_batches(bind: Engine | Connection, statement: Any, size: int) -> Iterator[Sequence[Any]]:
+def _export_settings(
+    conn: Connection, own: bool, time_limit: float
+) -> contextlib.AbstractContextManager[None]:
+    """The export's settings on a connection of its ``own`` (one of the test suite's is left as
+    it is): PostgreSQL plans for the whole result; the time limit, for the export's
+    transaction only."""
+    if not own:
+        return contextlib.nullcontext()
+    if conn.dialect.name == "postgresql":
+        for setting in POSTGRES_EXPORT_SETTINGS:
+            conn.exec_driver_sql(setting)
+    return statement_time_limit(conn, time_limit)
+
+
+def fetch_batches(
+    bind: Engine | Connection, statement: Any, size: int, time_limit: float = 0
+) -> Iterator[Sequence[Any]]:
     """The rows of ``statement``, ``size`` at a time, on a connection opened and closed here."""
-    with export_connection(bind) as conn:
-        if isinstance(bind, Engine) and conn.dialect.name == "postgresql":
-            for setting in POSTGRES_EXPORT_SETTINGS:
-                conn.exec_driver_sql(setting)
+    own = isinstance(bind, Engine)
+    with export_connection(bind) as conn, _export_settings(conn, own, time_limit):
         # PostgreSQL: a named (server-side) cursor, rows arrive batch by batch while the query
         # runs. SQLite has no such cursor, but its cursor steps through the result as it is read.
         result = conn.execute(
@@ -329,7 +355,10 @@ def uses_copy(bind: Engine | Connection) -> bool:
 
 
 def csv_chunks(
-    bind: Engine | Connection, statement: Any, batch_rows: int | None = None
+    bind: Engine | Connection,
+    statement: Any,
+    batch_rows: int | None = None,
+    time_limit: float = 0,
 ) -> Iterator[tuple[bytes, int]]:
     """The CSV lines of the rows of ``statement`` (no header) as ``(bytes, rows)`` chunks.
 
@@ -340,17 +369,17 @@ def csv_chunks(
     """
     size = batch_rows or BATCH_ROWS
     if uses_copy(bind):
-        return copy_chunks(bind, statement, size)
-    return written_chunks(bind, statement, size)
+        return copy_chunks(bind, statement, size, time_limit)
+    return written_chunks(bind, statement, size, time_limit)
 
 
 def written_chunks(
-    bind: Engine | Connection, statement: Any, size: int
+    bind: Engine | Connection, statement: Any, size: int, time_limit: float = 0
 ) -> Iterator[tuple[bytes, int]]:
     """The rows of ``statement`` written by the csv module, a batch a chunk."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    with contextlib.closing(iter_batches(bind, statement, size)) as batches:
+    with contextlib.closing(iter_batches(bind, statement, size, time_limit)) as batches:
         for batch in batches:
             writer.writerows(batch)
             data = buffer.getvalue().encode("utf-8")
@@ -432,7 +461,7 @@ class _CopyRows:
 
 
 def copy_chunks(
-    bind: Engine | Connection, statement: Any, size: int
+    bind: Engine | Connection, statement: Any, size: int, time_limit: float = 0
 ) -> Iterator[tuple[bytes, int]]:
     """The rows of ``statement`` as PostgreSQL writes them (``COPY ... TO STDOUT``), in chunks.
 
@@ -441,17 +470,27 @@ def copy_chunks(
     """
     if isinstance(bind, Connection):
         return _copy_in_transaction(bind, statement, size)
-    return read_ahead(lambda hand_over: _copy_from_engine(bind, statement, size, hand_over))
+    return read_ahead(
+        lambda hand_over: _copy_from_engine(bind, statement, size, hand_over, time_limit)
+    )
 
 
 def _copy_from_engine(
-    engine: Engine, statement: Any, size: int, hand_over: Callable[[Any], None]
+    engine: Engine,
+    statement: Any,
+    size: int,
+    hand_over: Callable[[Any], None],
+    time_limit: float = 0,
 ) -> None:
-    """The COPY on a connection of its own (in the helper thread of ``read_ahead``)."""
+    """The COPY on a connection of its own (in the helper thread of ``read_ahead``), in the
+    transaction that carries the export's time limit."""
     with engine.connect() as conn:
         sink = _CopyRows(hand_over, size)
         try:
-            with contextlib.closing(conn.connection.cursor()) as cursor:
+            with (
+                statement_time_limit(conn, time_limit),
+                contextlib.closing(conn.connection.cursor()) as cursor,
+            ):
                 cursor.copy_expert(copy_sql(statement, conn.dialect, cursor), sink)
         except BaseException as exc:
             # A COPY stopped half-way (the client went away and ``hand_over`` raised, or an
@@ -488,18 +527,35 @@ def _copy_in_transaction(
 # --------------------------------------------------------------------------- the audit
 
 
-def record_export(request: ExportRequest, fmt: str, rows: int, complete: bool) -> None:
-    """Record the export in its own short transaction, once the row count is known.
+COMPLETED, FAILED, INTERRUPTED = "completed", "failed", "interrupted"
+
+
+def record_export_intent(request: ExportRequest, fmt: str) -> None:
+    """The ``EXPORT`` entry, before the first byte leaves: who exports what, how filtered.
+
+    Committed with the request's session: if it cannot be written (the database is down) the
+    export does not start, so no file leaves without its entry.
+    """
+    from backoffice.services.audit import record_event
+
+    details = {**request.details, "format": fmt, "export": request.export_id}
+    record_event("EXPORT", request.entity, details=details)
+    db.session.commit()
+
+
+def record_export(request: ExportRequest, fmt: str, rows: int, outcome: str) -> None:
+    """The ``EXPORT_END`` entry, in its own short transaction once the stream has ended: how
+    many rows left, and whether the file is complete, failed or was cut off by the client.
 
     ``record_event`` needs the request's session, gone by now: the entry is made for the actor
-    captured by the view and appended to the chain on a connection of its own.
+    captured by the view and appended to the chain on a connection of its own. If the database
+    is gone by then, the ``EXPORT`` entry written before the first byte still says that the
+    export was made, without its outcome.
     """
     from backoffice.services.audit import append_entries, make_entry
 
-    details = {**request.details, "format": fmt, "rows": rows}
-    if not complete:
-        details["complete"] = False
-    entry = make_entry("EXPORT", request.entity, details=details, actor=request.actor)
+    details = {"export": request.export_id, "format": fmt, "rows": rows, "outcome": outcome}
+    entry = make_entry("EXPORT_END", request.entity, details=details, actor=request.actor)
     try:
         if isinstance(request.bind, Connection):
             with request.bind.begin_nested():
@@ -549,20 +605,22 @@ def stream_csv(request: ExportRequest, statement: Any) -> Iterator[bytes]:
     """
     yield UTF8_BOM.encode("utf-8") + csv_line(request.header_row())
     rows = 0
-    complete = False
+    outcome = INTERRUPTED
     try:
-        with contextlib.closing(csv_chunks(request.bind, statement)) as chunks:
+        chunks = csv_chunks(request.bind, statement, time_limit=request.time_limit)
+        with contextlib.closing(chunks):
             for data, count in chunks:
                 rows += count
                 yield data
-        complete = True
+        outcome = COMPLETED
     except GeneratorExit:
         raise  # the client went away: nothing more can be sent (the audit still says so)
     except Exception as exc:  # noqa: BLE001 - reported in the file itself, see failure_message
+        outcome = FAILED
         _log_failure(request, "csv", rows, exc)
         yield csv_line([failure_message(rows)])
     finally:
-        record_export(request, "csv", rows, complete)
+        record_export(request, "csv", rows, outcome)
 
 
 # --------------------------------------------------------------------------- XLSX
@@ -713,25 +771,27 @@ def stream_xlsx(request: ExportRequest, statement: Any) -> Iterator[bytes]:
     xlsx = _XlsxStream(request.file_stem, request.header_row())
     yield xlsx.sink.drain()  # the zip's first bytes: the download starts at once
     rows = 0
-    complete = False
+    outcome = INTERRUPTED
     try:
         try:
-            with contextlib.closing(iter_batches(request.bind, statement)) as batches:
+            batches = iter_batches(request.bind, statement, time_limit=request.time_limit)
+            with contextlib.closing(batches):
                 for batch in batches:
                     for row in batch:
                         xlsx.append(row, kinds)
                     rows += len(batch)
                     yield xlsx.sink.drain()
-            complete = True
+            outcome = COMPLETED
         except GeneratorExit:
             raise
         except Exception as exc:  # noqa: BLE001 - reported in the file itself
+            outcome = FAILED
             _log_failure(request, "xlsx", rows, exc)
             xlsx.append_message(failure_message(rows))
         xlsx.finish()
         yield xlsx.sink.drain()
     finally:
-        record_export(request, "xlsx", rows, complete)
+        record_export(request, "xlsx", rows, outcome)
 
 
 # --------------------------------------------------------------------------- the response
@@ -745,6 +805,7 @@ def export_response(request: ExportRequest, fmt: str) -> Response:
 
     request.bind = db.engine
     request.actor = current_actor()
+    request.time_limit = float(current_app.config.get("EXPORT_STATEMENT_TIMEOUT_SECONDS", 0))
     dialect = request.bind.dialect.name
     # The SELECT is built here, while the request is alive; the generator only runs it.
     if fmt == "csv":
@@ -754,8 +815,9 @@ def export_response(request: ExportRequest, fmt: str) -> Response:
     else:
         statement = request.select_for([c.for_xlsx() for c in request.columns])
         body = stream_xlsx(request, statement)
+    record_export_intent(request, fmt)  # before the first byte: no export goes unaudited
     name = file_name(request.file_stem, fmt)
-    response = Response(body, mimetype=MIME_TYPES[fmt])
+    response = Response(body, content_type=MIME_TYPES[fmt])
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     # Proxies must pass the chunks on as they come instead of collecting the whole file.
     response.headers["X-Accel-Buffering"] = "no"
