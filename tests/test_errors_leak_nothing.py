@@ -376,3 +376,33 @@ def test_a_failed_teardown_never_reaches_the_server(client, monkeypatch, caplog)
     log = logged(caplog)
     assert "closing the database session failed (OperationalError)" in log
     assert SECRET_LAST_NAME not in log
+
+
+def test_the_database_lost_during_a_save_is_the_503_page_not_a_form_error(client, monkeypatch):
+    """Flask-Admin hands a failed save to the view's error handler: a lost database is not an
+    'unexpected error' beside a form that cannot render, but the 503 page."""
+    from sqlalchemy.exc import OperationalError
+
+    AuthActions(client).as_role(RoleName.OPERATOR, email="lost-save@test.example.com")
+
+    def lost(self, form, model, is_created):  # noqa: ANN001, ANN202
+        raise OperationalError(
+            "INSERT",
+            {"last_name": SECRET_LAST_NAME},
+            Exception("gone"),
+            connection_invalidated=True,
+        )
+
+    url = "/admin/patient/new/"
+    data = {
+        "first_name": SECRET_FIRST_NAME,
+        "last_name": SECRET_LAST_NAME,
+        "birth_date": "1961-03-14",
+        "csrf_token": form_token(client, url),
+    }
+    monkeypatch.setattr(PatientView, "on_model_change", lost)
+    response = client.post(url, data=data)
+    monkeypatch.undo()
+    assert _is_the_503_page(response)
+    assert SECRET_LAST_NAME not in response.get_data(as_text=True)
+    assert db.session.scalar(select(Patient).where(Patient.last_name == SECRET_LAST_NAME)) is None

@@ -30,6 +30,7 @@ from backoffice.admin_views.arguments import bounded_page, filter_value_usable, 
 from backoffice.admin_views.export import ExportMixin
 from backoffice.admin_views.fields import BackofficeModelConverter, SearchAjaxLoader
 from backoffice.auth.permissions import Perm, can
+from backoffice.database import is_timeout, is_unavailable
 from backoffice.extensions import db
 from backoffice.i18n import _
 from backoffice.models import DeletionRefused, LabeledEnum
@@ -392,6 +393,10 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
 
     def handle_view_exception(self, exc: Exception) -> bool:
         """Show the user what went wrong in words, never the SQL, the values or a traceback."""
+        if is_unavailable(exc) or is_timeout(exc):
+            # Not "could not be saved because of an unexpected error" on a form that then
+            # fails to render: the app's 503 page ("temporarily unavailable", "took too long").
+            raise exc
         # Roll back first: building the message reads the user's locale, which needs a usable
         # session (Flask-Admin rolls back only after this method returns).
         db.session.rollback()
