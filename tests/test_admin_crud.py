@@ -336,7 +336,12 @@ def test_invalid_doctor_email_is_shown_next_to_the_field(client, admin, clinic):
 BLANK_OR_TAKEN = [
     # (form, fields typed, field that shows the error, error)
     ("clinic", {"name": "   "}, "name", "This field is required."),
-    ("clinic", {"name": "  Clínica   Roma  Norte "}, "name", "Already exists."),
+    (
+        "clinic",
+        {"name": "  clinica   ROMA  Norte "},
+        "name",
+        "The clinic “Clínica Roma Norte” already has this name",
+    ),
     ("doctor", {"first_name": "  "}, "first_name", "This field is required."),
     ("doctor", {"email": "   "}, "email", "This field is required."),
     ("doctor", {"email": "TAKEN@clinica.example.com"}, "email", "Already exists."),
@@ -355,13 +360,17 @@ BLANK_OR_TAKEN = [
     ("study", {"body_part": "left knee!"}, "body_part", "is not a body part code"),
     ("study", {"patient": ""}, "patient", "This field is required."),
     ("study", {"accession_number": " ACC-1 "}, "accession_number", "Already exists."),
+    ("study", {"study_date": "9999-12-31"}, "study_date", "is more than a year ahead"),
 ]
 
 
 @pytest.mark.parametrize(
     ("endpoint", "typed", "field", "error"),
     BLANK_OR_TAKEN,
-    ids=[f"{e}-{f}-{'taken' if 'exists' in m else 'invalid'}" for e, _t, f, m in BLANK_OR_TAKEN],
+    ids=[
+        f"{e}-{f}-{'taken' if 'exists' in m or 'already' in m else 'invalid'}"
+        for e, _t, f, m in BLANK_OR_TAKEN
+    ],
 )
 def test_blank_invalid_or_taken_values_are_reported_next_to_the_field(
     client, admin, clinic, endpoint, typed, field, error

@@ -118,3 +118,5 @@ def test_an_export_cut_off_by_the_client_says_so(manager, monkeypatch):
 def test_the_content_type_says_its_charset_once(manager, url, content_type):
     response = manager.get(url)
     assert response.headers["Content-Type"] == content_type
+    assert response.get_data()  # read to its end, as a browser does
+    response.close()

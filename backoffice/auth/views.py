@@ -34,6 +34,7 @@ from backoffice.auth.throttle import claim_attempt, record_failure, record_succe
 from backoffice.database import (
     DatabaseUnavailable,
     database_unavailable,
+    is_timeout,
     mark_unavailable,
     safe_rollback,
 )
@@ -70,9 +71,12 @@ def init_login(app: Flask) -> None:
             user = db.session.get(User, int(user_id))
         except SQLAlchemyError as exc:
             # Not "logged out" (the login page would be a lie, and a wrong one to send a user
-            # to): the request is answered with the 503 page.
+            # to): the request is answered with the 503 page (or, past its time limit, the
+            # "took too long" page).
             mark_unavailable()
             safe_rollback()
+            if is_timeout(exc):
+                raise
             log.warning("user loader: database unavailable (%s)", type(exc).__name__)
             raise DatabaseUnavailable() from None
         if user is None or not user.active or user.session_token != token:
