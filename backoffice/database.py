@@ -1,15 +1,17 @@
 """How the app holds its database: SQLite's settings, a time limit on every statement a web
 request runs, and what a user sees when the database fails (a 503 page, never a bare error).
 
-Time limits. Every connection a web request checks out of the pool carries the request limit
-(``REQUEST_STATEMENT_TIMEOUT_SECONDS``): on PostgreSQL a session-level ``SET statement_timeout``
-made when the connection is checked out for a request and changed only when the wanted value
-changes (a pooled connection keeps it, so a request pays nothing); on SQLite a progress handler
-that interrupts a statement past its deadline. Connections checked out outside a request (the
-commands, the RQ worker, an export's own connection, an in-process import's thread) carry no
-limit. A block that needs a limit of its own sets it for its transaction only
-(``statement_time_limit``: ``SET LOCAL`` on PostgreSQL, which overrides the session's value and
-ends with the transaction): exports (``EXPORT_STATEMENT_TIMEOUT_SECONDS``) and imports do.
+Time limits. Every connection a web request checks out of the pool for its own work carries the
+request limit (``REQUEST_STATEMENT_TIMEOUT_SECONDS``): on PostgreSQL a session-level
+``SET statement_timeout`` made when the connection is checked out and changed only when the
+wanted value changes (a pooled connection keeps it, so a request pays nothing); on SQLite a
+progress handler that interrupts a statement past its deadline. "Its own work" is the request's
+app context (``limit_this_request`` marks it); connections checked out elsewhere carry no limit:
+the commands, the RQ worker, an export's own connection, and a job a request runs in an app
+context of its own (an import without RQ). A block that needs a limit of its own sets it for
+its transaction only (``statement_time_limit``: ``SET LOCAL`` on PostgreSQL, which overrides the
+session's value and ends with the transaction): exports (``EXPORT_STATEMENT_TIMEOUT_SECONDS``) and
+imports do.
 A statement stopped by its limit reaches the user as the "took too long" page.
 
 Failures. A request that cannot reach the database (it is down, restarting or refusing
@@ -139,6 +141,7 @@ def require_database() -> None:
 
     if request.endpoint in NO_DATABASE_ENDPOINTS:
         return
+    limit_this_request()
     try:
         db.session.connection()
     except SQLAlchemyError as exc:
@@ -208,8 +211,18 @@ def quiet_library_logs() -> None:
 # --------------------------------------------------------------------------- time limits
 
 
+LIMITED = "backoffice_statement_limits"
+
+
+def limit_this_request() -> None:
+    """Connections this request's app context checks out from now on carry the request limit
+    (a job that pushes an app context of its own, as an import without RQ does, has its own
+    ``g`` and is not limited)."""
+    setattr(g, LIMITED, True)
+
+
 def _request_limit_ms() -> int:
-    if not has_request_context():
+    if not (has_request_context() and g.get(LIMITED)):
         return 0
     return int(float(current_app.config.get("REQUEST_STATEMENT_TIMEOUT_SECONDS", 0)) * 1000)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -14,6 +16,7 @@ from backoffice.admin_views.patient import PatientView
 from backoffice.database import (
     install_statement_timeouts,
     is_timeout,
+    limit_this_request,
     statement_time_limit,
     tune_sqlite,
 )
@@ -45,6 +48,12 @@ def engine(app):  # noqa: ANN001, ANN201
     own.dispose()
 
 
+@contextmanager
+def limited() -> Iterator[None]:
+    limit_this_request()
+    yield
+
+
 def _limit(conn) -> str:  # noqa: ANN001
     if conn.dialect.name == "postgresql":
         return conn.execute(text("SHOW statement_timeout")).scalar()
@@ -55,8 +64,12 @@ def _limit(conn) -> str:  # noqa: ANN001
 
 def test_a_connection_checked_out_for_a_request_carries_the_request_limit(app, engine, monkeypatch):
     monkeypatch.setitem(app.config, "REQUEST_STATEMENT_TIMEOUT_SECONDS", 7)
-    with app.test_request_context("/admin/"), engine.connect() as conn:
-        assert _limit(conn) in ("7s", "7000")
+    with app.test_request_context("/admin/"):
+        limit_this_request()  # what the request's first check does
+        with engine.connect() as conn:
+            assert _limit(conn) in ("7s", "7000")
+        with app.app_context(), engine.connect() as conn:  # a job the request runs: its own
+            assert _limit(conn) in ("0", "0")
     seen = outside_a_request(lambda: _limit_of(engine))  # a command, a worker, an export
     assert seen in ("0", "0")
 
@@ -80,7 +93,7 @@ def outside_a_request(work):  # noqa: ANN001, ANN201
 
 def test_a_statement_past_the_request_limit_is_stopped(app, engine, monkeypatch):
     monkeypatch.setitem(app.config, "REQUEST_STATEMENT_TIMEOUT_SECONDS", 0.2)
-    with app.test_request_context("/admin/"), engine.connect() as conn:
+    with app.test_request_context("/admin/"), limited(), engine.connect() as conn:
         with pytest.raises(OperationalError) as stopped:
             conn.execute(text(slow_statement(conn.dialect.name)))
         assert is_timeout(stopped.value)
@@ -92,7 +105,7 @@ def test_a_block_sets_its_own_limit_over_the_request_one(app, engine, monkeypatc
     """What an import inside a request does: its transaction's own limit (SET LOCAL on
     PostgreSQL), and the request's again once the transaction is over."""
     monkeypatch.setitem(app.config, "REQUEST_STATEMENT_TIMEOUT_SECONDS", 0.2)
-    with app.test_request_context("/admin/"), engine.connect() as conn:
+    with app.test_request_context("/admin/"), limited(), engine.connect() as conn:
         with conn.begin(), statement_time_limit(conn, 60):
             assert _limit(conn) in ("1min", "60000")
             if conn.dialect.name == "postgresql":
@@ -169,7 +182,7 @@ def test_the_request_limit_is_sent_only_when_a_pooled_connection_needs_it(app, m
     record = type("Record", (), {"info": {}})()
     monkeypatch.setitem(app.config, "REQUEST_STATEMENT_TIMEOUT_SECONDS", 9)
     conn = Connection()
-    with app.test_request_context("/admin/"):
+    with app.test_request_context("/admin/"), limited():
         for _ in range(3):
             _on_checkout(conn, record, None)
     assert conn.sent == [("SET statement_timeout = %s", (9000,))] and conn.commits == 1
