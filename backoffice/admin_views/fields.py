@@ -88,37 +88,30 @@ def _unknown_record(value: Any) -> ValidationError:
     )
 
 
-class CheckedAjaxSelectField(AjaxSelectField):
-    """A related-record box (select2 look-up) that refuses a record that does not exist.
+class RefusesUnknownRecords:
+    """A related-record field that refuses an id that is no record it can choose.
 
-    Flask-Admin's own field drops an unknown id without a word when the relation is optional
-    (a patient's clinic), and the record is saved without it.
+    Flask-Admin's own select and look-up fields drop an unknown id without a word when the
+    relation is optional (a patient's clinic), and the record is saved without it.
     """
 
     def process_formdata(self, valuelist: Any) -> None:
         self._typed = valuelist[0] if valuelist else None
-        super().process_formdata(valuelist)
+        super().process_formdata(valuelist)  # type: ignore[misc]
 
     def pre_validate(self, form: Any) -> None:
         typed = getattr(self, "_typed", None)
-        if typed not in (None, "", "__None") and self.data is None:
+        if typed not in (None, "", "__None") and self.data is None:  # type: ignore[attr-defined]
             raise _unknown_record(typed)
-        super().pre_validate(form)
+        super().pre_validate(form)  # type: ignore[misc]
 
 
-class CheckedQuerySelectField(QuerySelectField):
-    """A related-record drop-down that refuses a value that is not one of its records (for an
-    optional relation, Flask-Admin's own field drops it silently)."""
+class CheckedAjaxSelectField(RefusesUnknownRecords, AjaxSelectField):
+    """A related-record box with a select2 look-up (see RefusesUnknownRecords)."""
 
-    def process_formdata(self, valuelist: Any) -> None:
-        self._typed = valuelist[0] if valuelist else None
-        super().process_formdata(valuelist)
 
-    def pre_validate(self, form: Any) -> None:
-        typed = getattr(self, "_typed", None)
-        if typed not in (None, "", "__None") and self.data is None:
-            raise _unknown_record(typed)
-        super().pre_validate(form)
+class CheckedQuerySelectField(RefusesUnknownRecords, QuerySelectField):
+    """A related-record drop-down (see RefusesUnknownRecords)."""
 
 
 class BackofficeModelConverter(AdminModelConverter):
