@@ -10,6 +10,7 @@ from flask_admin.theme import Bootstrap4Theme
 
 from backoffice.admin_views.audit import AuditLogView
 from backoffice.admin_views.bulk_upload import BulkUploadView
+from backoffice.admin_views.care_team import CareTeamView
 from backoffice.admin_views.clinic import ClinicView
 from backoffice.admin_views.dashboard import DashboardView
 from backoffice.admin_views.doctor import DoctorView
@@ -20,7 +21,16 @@ from backoffice.admin_views.study import StudyView
 from backoffice.admin_views.user import UserView
 from backoffice.extensions import db
 from backoffice.i18n import _l
-from backoffice.models import AuditEntry, Clinic, Doctor, ImportBatch, Patient, Study, User
+from backoffice.models import (
+    AuditEntry,
+    CareTeamMember,
+    Clinic,
+    Doctor,
+    ImportBatch,
+    Patient,
+    Study,
+    User,
+)
 from backoffice.security import csp_nonce
 
 
@@ -41,6 +51,16 @@ def init_admin(app: Flask) -> Admin:
         PatientView(Patient, db, name=_l("Patients"), category=records, endpoint="patient")
     )
     admin.add_view(StudyView(Study, db, name=_l("Studies"), category=records, endpoint="study"))
+    admin.add_view(
+        CareTeamView(
+            CareTeamMember,
+            db,
+            name=_l("Care teams"),
+            category=records,
+            endpoint="care_team",
+            url="/admin/care-team",
+        )
+    )
     admin.add_view(
         PatientStudiesView(
             name=_l("Patients & studies"), endpoint="patient_studies", url="/admin/patient-studies"

@@ -32,6 +32,7 @@ from wtforms import HiddenField
 from wtforms import validators as wtf_validators
 
 from backoffice.admin_views.export import ExportMixin
+from backoffice.admin_views.record_flow import RecordFlowMixin
 from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
 from backoffice.i18n import _
@@ -176,6 +177,10 @@ class SearchAjaxLoader(QueryAjaxModelLoader):
 
     def get_list(self, term: str, offset: int = 0, limit: int = 10) -> Any:
         query = self.get_query()
+        # A model may keep records out of look-ups (inactive patients): ``lookup_criteria``.
+        criteria = getattr(self.model, "lookup_criteria", None)
+        if criteria is not None:
+            query = query.filter(criteria())
         for word in term.split():
             clauses = [
                 clause
@@ -190,8 +195,9 @@ class SearchAjaxLoader(QueryAjaxModelLoader):
         return query.order_by(*order, pk).offset(offset).limit(limit).all()
 
 
-class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
-    """Base of every model view: roles, CSRF, stable sorting, and errors that leak nothing."""
+class SecuredModelView(SecuredViewMixin, RecordFlowMixin, ExportMixin, ModelView):
+    """Base of every model view: roles, CSRF, stable sorting, errors that leak nothing, and
+    saves that land back on the record, named (``RecordFlowMixin``)."""
 
     endpoint_permissions = MODEL_ENDPOINT_PERMISSIONS
     action_permissions = {"delete": Perm.DELETE}
