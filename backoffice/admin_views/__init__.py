@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, message_flashed
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
@@ -17,6 +17,7 @@ from backoffice.admin_views.doctor import DoctorView
 from backoffice.admin_views.import_batch import ImportBatchView
 from backoffice.admin_views.listing import PatientStudiesView
 from backoffice.admin_views.patient import PatientView
+from backoffice.admin_views.record_flow import reword_admin_message
 from backoffice.admin_views.study import StudyView
 from backoffice.admin_views.user import UserView
 from backoffice.extensions import db
@@ -35,6 +36,8 @@ from backoffice.security import csp_nonce
 
 
 def init_admin(app: Flask) -> Admin:
+    # Flask-Admin's "Record was successfully saved." becomes "Saved <the record>." (record_flow).
+    message_flashed.connect(reword_admin_message, app)
     admin = Admin(
         app,
         name=app.config["BACKOFFICE_NAME"],

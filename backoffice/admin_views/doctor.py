@@ -185,7 +185,6 @@ def _practising_since_rule(form: Any, field: Any) -> None:
 
 class DoctorView(PhoneSearchMixin, SecuredModelView):
     phone_model = DoctorPhone
-    phone_relation = Doctor.phones
 
     column_list = (
         "last_name",

@@ -12,11 +12,13 @@ from flask_admin.contrib.sqla.filters import (
     EnumEqualFilter,
     FilterLike,
 )
-from flask_admin.form import rules
+from flask_admin.form import Select2Field, rules
 from flask_babel import format_date, format_datetime
 from markupsafe import Markup, escape
 from sqlalchemy import true
-from wtforms.validators import DataRequired, ValidationError
+from flask_admin.contrib.sqla.validators import Unique
+from wtforms import StringField
+from wtforms.validators import AnyOf, DataRequired, Length, Optional, ValidationError
 
 from backoffice.admin_views.base import SecuredModelView
 from backoffice.admin_views.care_team import (
@@ -37,6 +39,7 @@ from backoffice.admin_views.phones import (
     repeated_numbers,
 )
 from backoffice.auth.permissions import Perm, can
+from backoffice.extensions import db
 from backoffice.i18n import _, _l, ngettext
 from backoffice.models import (
     AdministrativeSex,
@@ -142,7 +145,6 @@ def history_text(entry: Any, labels: dict[str, Any]) -> str:
 class PatientView(PhoneSearchMixin, SecuredModelView):
     audit_reads = True  # opening a record is recorded: who looked at this patient
     phone_model = PatientPhone
-    phone_relation = Patient.phones
     phone_min_digits = 3
     list_template = "admin/patient/list.html"
 
@@ -245,6 +247,26 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
         "care_team",
     )
     form_extra_fields = {
+        # Not "required" as the column is: left empty, the sequence gives the next number.
+        "mrn": StringField(
+            _l("MRN"),
+            filters=[blank_to_none],
+            validators=[
+                _mrn_kept,
+                Optional(),
+                Length(max=64),
+                Unique(db, Patient, Patient.mrn),
+            ],
+        ),
+        # Unknown until someone records it (the first choice would otherwise be preselected);
+        # a form that does not send the field keeps the record's value.
+        "sex": Select2Field(
+            _l("Sex"),
+            choices=AdministrativeSex.choices,
+            default=AdministrativeSex.UNKNOWN.value,
+            coerce=lambda v: getattr(v, "value", v),
+            validators=[AnyOf(AdministrativeSex.codes())],
+        ),
         "country": CodeSelectField(
             _l("Country"), choices=country_choices, default=default_country
         ),
@@ -267,7 +289,6 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
     # Filters apply the model's rules before the form's "required" and "unique" checks run, so a
     # duplicate written differently (" 1 ", "PEPE@...") is reported next to its field.
     form_args = {
-        "mrn": {"filters": [blank_to_none], "validators": [_mrn_kept]},
         "first_name": {"filters": [blank_to_none], "validators": [DataRequired()]},
         "last_name": {"filters": [blank_to_none], "validators": [DataRequired()]},
         "email": {"filters": [normalize_email]},

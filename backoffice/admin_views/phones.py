@@ -139,7 +139,8 @@ class PhoneSearchMixin:
     """
 
     phone_model: type
-    phone_relation: Any
+    #: the model's relationship to its phones ("phones")
+    phone_relation_key = "phones"
     phone_min_digits = 1
 
     def init_search(self) -> bool:
@@ -170,9 +171,8 @@ class PhoneSearchMixin:
             if PHONE_LIKE.match(term):
                 digits = re.sub(r"\D", "", term)
                 if len(digits) >= self.phone_min_digits:
-                    clauses.append(
-                        self.phone_relation.any(self.phone_model.number.like(f"%{digits}%"))
-                    )
+                    relation = getattr(self.model, self.phone_relation_key)  # type: ignore[attr-defined]
+                    clauses.append(relation.any(self.phone_model.number.like(f"%{digits}%")))
             if not clauses:
                 continue
             query = query.filter(or_(*clauses))

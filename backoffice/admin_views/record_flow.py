@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import g, request, session
-from flask_admin import expose
+from flask import g, has_request_context, request, session
 from flask_admin.babel import gettext as admin_gettext
 from flask_admin.babel import ngettext as admin_ngettext
 from flask_admin.contrib.sqla.fields import QuerySelectField
@@ -26,8 +25,10 @@ from backoffice.i18n import _
 
 def record_label(model: Any) -> str:
     """How a record is named to a person: its ``__str__``, except where that shows codes."""
-    from backoffice.models import Study
+    from backoffice.models import Study, User
 
+    if isinstance(model, User):
+        return f"{model.display_name} ({model.email})"
     if isinstance(model, Study):
         parts = [
             model.study_type.label if model.study_type is not None else "",
@@ -49,6 +50,40 @@ def _record_page(target: str | None) -> str | None:
     return target if parts.path.endswith("/details/") else None
 
 
+def _replacements() -> dict[str, str | None]:
+    saved = g.get("saved_record_label")
+    deleted = g.get("deleted_record_label")
+    refused = _("Nothing was saved: correct the fields marked below and save again.")
+    return {
+        admin_gettext("Record was successfully created."): (
+            _("Saved %(record)s.", record=saved) if saved else None
+        ),
+        admin_gettext("Record was successfully saved."): (
+            _("Saved %(record)s.", record=saved) if saved else None
+        ),
+        admin_ngettext(
+            "Record was successfully deleted.",
+            "%(count)s records were successfully deleted.",
+            1,
+            count=1,
+        ): (_("Deleted %(record)s.", record=deleted) if deleted else None),
+        admin_gettext("Failed to create record."): refused,
+        admin_gettext("Failed to save record."): refused,
+    }
+
+
+def reword_admin_message(sender: Any, message: str, category: str, **extra: Any) -> None:
+    """``message_flashed`` receiver: Flask-Admin's generic message, just flashed, becomes one
+    that names the record (the labels were noted by the view's hooks before the flash)."""
+    if not has_request_context():
+        return
+    new = _replacements().get(str(message))
+    flashes = session.get("_flashes")
+    if new is None or not flashes or flashes[-1] != (category, message):
+        return
+    session["_flashes"] = [*flashes[:-1], (category, new)]
+
+
 class RecordFlowMixin:
     """Saved-record messages, the way back to the record, and create forms pre-filled."""
 
@@ -67,61 +102,6 @@ class RecordFlowMixin:
     def on_model_delete(self, model: Any) -> None:
         super().on_model_delete(model)  # type: ignore[misc]
         g.deleted_record_label = self.record_label(model)
-
-    @expose("/new/", methods=("GET", "POST"))
-    def create_view(self) -> Any:
-        response = super().create_view()  # type: ignore[misc]
-        self._reword_messages()
-        return response
-
-    @expose("/edit/", methods=("GET", "POST"))
-    def edit_view(self) -> Any:
-        response = super().edit_view()  # type: ignore[misc]
-        self._reword_messages()
-        return response
-
-    @expose("/delete/", methods=("POST",))
-    def delete_view(self) -> Any:
-        response = super().delete_view()  # type: ignore[misc]
-        self._reword_messages()
-        return response
-
-    def _reword_messages(self) -> None:
-        """Replace Flask-Admin's generic messages, already flashed, with ones naming the record."""
-        flashes = session.get("_flashes")
-        if not flashes:
-            return
-        saved = g.get("saved_record_label")
-        deleted = g.get("deleted_record_label")
-        replacements = {
-            admin_gettext("Record was successfully created."): (
-                _("Saved %(record)s.", record=saved) if saved else None
-            ),
-            admin_gettext("Record was successfully saved."): (
-                _("Saved %(record)s.", record=saved) if saved else None
-            ),
-            admin_ngettext(
-                "Record was successfully deleted.",
-                "%(count)s records were successfully deleted.",
-                1,
-                count=1,
-            ): (_("Deleted %(record)s.", record=deleted) if deleted else None),
-            admin_gettext("Failed to create record."): _(
-                "Nothing was saved: correct the fields marked below and save again."
-            ),
-            admin_gettext("Failed to save record."): _(
-                "Nothing was saved: correct the fields marked below and save again."
-            ),
-        }
-        changed = False
-        out = []
-        for category, message in flashes:
-            new = replacements.get(str(message))
-            if new is not None:
-                message, changed = new, True
-            out.append((category, message))
-        if changed:
-            session["_flashes"] = out
 
     # -- create forms opened with a related record chosen -------------------------------------
     def create_form(self, obj: Any = None) -> Any:

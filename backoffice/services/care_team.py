@@ -33,6 +33,12 @@ def _changed(obj: Any, *keys: str) -> bool:
     return any(state.attrs[key].history.has_changes() for key in keys)
 
 
+def _is_or_was_referring(link: CareTeamMember) -> bool:
+    history = inspect(link).attrs.role.history
+    roles = [link.role, *(history.deleted or ())]
+    return any(role == CareTeamRole.REFERRING for role in roles)
+
+
 def _doctor_id(link: CareTeamMember) -> int | None:
     return link.doctor.id if link.doctor is not None else link.doctor_id
 
@@ -117,19 +123,23 @@ def _sync_referring(session: Session, flush_context: Any, instances: Any) -> Non
     with session.no_autoflush:
         for obj in list(session.new) + list(session.dirty):
             if isinstance(obj, CareTeamMember):
-                if obj in session.new or _changed(
-                    obj, "role", "status", "doctor", "doctor_id", "patient", "patient_id"
+                # Only REFERRING links (now or before this change) say who the referring
+                # doctor is; a specialist added to the team changes nothing about it.
+                if _is_or_was_referring(obj) and (
+                    obj in session.new
+                    or _changed(obj, "role", "status", "doctor", "doctor_id", "patient", "patient_id")
                 ):
                     add(from_links, _patient_of(session, obj))
                     for old in inspect(obj).attrs.patient.history.deleted or ():
                         add(from_links, old)
             elif isinstance(obj, Patient):
-                if obj not in session.new and _changed(obj, "care_team"):
+                removed = inspect(obj).attrs.care_team.history.deleted or ()
+                if any(_is_or_was_referring(link) for link in removed):
                     add(from_links, obj)
-                elif _changed(obj, "referring_doctor", "referring_doctor_id"):
+                if _changed(obj, "referring_doctor", "referring_doctor_id"):
                     add(from_column, obj)
         for obj in session.deleted:
-            if isinstance(obj, CareTeamMember):
+            if isinstance(obj, CareTeamMember) and _is_or_was_referring(obj):
                 add(from_links, _patient_of(session, obj))
         for patient in from_links:
             _column_from_links(session, patient)
