@@ -118,22 +118,24 @@ def _patients(view: Any, context: Any, model: Doctor, name: str) -> Markup:
         return Markup('<span class="text-muted">{}</span>').format(
             _("No patient has this doctor on their care team.")
         )
-    rows = Markup("").join(
+    items = Markup("").join(
         Markup(
-            '<tr><td><a href="{url}">{patient}</a></td><td>{role}</td><td>{status}</td>'
-            "<td>{since}</td></tr>"
+            '<li class="mb-1"><a href="{url}">{patient}</a> '
+            '<small class="text-muted">{role} · {status}{since}</small></li>'
         ).format(
             url=view.get_url("patient.details_view", id=link.patient_id),
             patient=str(link.patient),
             role=link.role.label,
             status=link.status.label,
-            since=format_date(link.since, "medium") if link.since else "",
+            since=(
+                Markup(" · {}").format(
+                    _("since %(day)s", day=format_date(link.since, "medium"))
+                )
+                if link.since
+                else ""
+            ),
         )
         for link in links
-    )
-    head = Markup("").join(
-        Markup('<th scope="col">{}</th>').format(h)
-        for h in (_("Patient"), _("Role"), _("Status"), _("Since"))
     )
     total = sum(counts.values())
     active = counts.get(CareTeamStatus.ACTIVE, 0)
@@ -147,10 +149,9 @@ def _patients(view: Any, context: Any, model: Doctor, name: str) -> Markup:
         filtered_list_url("care_team", [(DOCTOR_FILTER, str(model.id))]),
         _("See them all in the care-team list"),
     )
-    return summary + Markup(
-        '<table class="table table-sm table-bordered mb-0 doctor-patients">'
-        "<thead><tr>{}</tr></thead><tbody>{}</tbody></table>"
-    ).format(head, rows)
+    return summary + Markup('<ul class="list-unstyled mb-0 doctor-patients">{}</ul>').format(
+        items
+    )
 
 
 def _specialties_export(dialect: str) -> Any:

@@ -35,7 +35,8 @@ from backoffice.admin_views.phones import (
     PhoneSearchMixin,
     phones_detail,
     phones_export,
-    phones_short,
+    phones_national,
+    display_phone,
     repeated_numbers,
 )
 from backoffice.auth.permissions import Perm, can
@@ -214,7 +215,7 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
     column_formatters = {
         "referring_doctor": relation_link("doctor", "referring_doctor"),
         "clinic": relation_link("clinic", "clinic"),
-        "phones": phones_short,
+        "phones": phones_national,
     }
     column_formatters_detail = {
         **column_formatters,
@@ -424,6 +425,7 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
             study_is_open=study_is_open,
             urgency_badge=urgency_badge,
             country_name=country_name,
+            display_phone=display_phone,
             language_name=language_name,
             care_team_url=filtered_list_url(
                 "care_team", [(PATIENT_FILTER, str(chart.patient.id))]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import phonenumbers
+
 from flask_admin.contrib.sqla.fields import InlineModelFormList
 from flask_admin.contrib.sqla.form import InlineModelConverter
 from flask_admin.model.form import InlineFormAdmin
@@ -20,7 +22,7 @@ from wtforms.validators import DataRequired
 from backoffice.admin_views.formatters import bullet_list
 from backoffice.extensions import db
 from backoffice.i18n import _, _l
-from backoffice.validation import RuleError, normalize_phone
+from backoffice.validation import RuleError, normalize_phone, phone_region
 
 PHONE_LIKE = re.compile(r"^[\d\s()+.\-]*\d[\d\s()+.\-]*$")
 
@@ -70,6 +72,29 @@ class PhoneInlineForm(InlineFormAdmin):
             "description": _l("With or without country code, e.g. +52 55 1234 5678"),
         }
     }
+
+
+def display_phone(number: str | None) -> str:
+    """A stored E.164 number as people read it: national format for the default region
+    ("55 1234 5678"), international for the others ("+1 212-555-0100")."""
+    if not number:
+        return ""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return number
+    region = phonenumbers.region_code_for_number(parsed)
+    style = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if region == phone_region()
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return phonenumbers.format_number(parsed, style)
+
+
+def phones_national(view: Any, context: Any, model: Any, name: str) -> str:
+    """The list's phone cell: the primary number first, as people read them."""
+    return ", ".join(display_phone(p.number) for p in model.phones)
 
 
 def phones_detail(view: Any, context: Any, model: Any, name: str) -> Any:

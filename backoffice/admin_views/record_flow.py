@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import g, has_request_context, request, session
+from flask import flash, g, has_request_context, request, session
 from flask_admin.babel import gettext as admin_gettext
 from flask_admin.babel import ngettext as admin_ngettext
 from flask_admin.contrib.sqla.fields import QuerySelectField
@@ -125,3 +125,6 @@ class RecordFlowMixin:
                 continue
             if record is not None:
                 field.data = record
+                # What the person filling the form must know about it (a patient's allergies).
+                for alert in getattr(record, "form_alerts", list)():
+                    flash(alert, "warning")

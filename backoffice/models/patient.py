@@ -229,6 +229,21 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
     def primary_phone(self) -> PatientPhone | None:
         return self.phones[0] if self.phones else None
 
+    def form_alerts(self) -> list[str]:
+        """What a form opened for this patient must say first (a study's create form)."""
+        alerts = []
+        if self.contrast_allergy:
+            alerts.append(
+                _(
+                    "%(name)s is allergic to contrast agents: check before a CT or MRI with "
+                    "contrast.",
+                    name=self.full_name,
+                )
+            )
+        if self.allergies:
+            alerts.append(_("Allergies: %(what)s", what=self.allergies))
+        return alerts
+
     @property
     def has_allergies(self) -> bool:
         return bool(self.allergies) or bool(self.contrast_allergy)
