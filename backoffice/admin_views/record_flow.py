@@ -30,12 +30,16 @@ def record_label(model: Any) -> str:
     if isinstance(model, User):
         return f"{model.display_name} ({model.email})"
     if isinstance(model, Study):
-        parts = [
-            model.study_type.label if model.study_type is not None else "",
-            (model.body_part or "").replace("_", " ").lower(),
-            format_date(model.study_date, "medium") if model.study_date else "",
-        ]
-        text = " ".join(p for p in parts if p)
+        what = " ".join(
+            part
+            for part in (
+                model.study_type.label if model.study_type is not None else "",
+                (model.body_part or "").replace("_", " ").lower(),
+            )
+            if part
+        )
+        when = format_date(model.study_date, "medium") if model.study_date else ""
+        text = " · ".join(part for part in (what, when) if part)
         return f"{text} · {model.patient}" if model.patient is not None else text
     return str(model)
 
