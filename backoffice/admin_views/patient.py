@@ -15,10 +15,16 @@ from flask_admin.contrib.sqla.filters import (
 from flask_admin.form import Select2Field, rules
 from flask_babel import format_date, format_datetime
 from markupsafe import Markup, escape
-from sqlalchemy import true
-from flask_admin.contrib.sqla.validators import Unique
+from sqlalchemy import select, true
 from wtforms import StringField
-from wtforms.validators import AnyOf, DataRequired, Length, Optional, ValidationError
+from wtforms.validators import (
+    AnyOf,
+    DataRequired,
+    Length,
+    Optional,
+    StopValidation,
+    ValidationError,
+)
 
 from backoffice.admin_views.base import SecuredModelView
 from backoffice.admin_views.care_team import (
@@ -88,8 +94,25 @@ def _birth_date_not_out_of_bounds(form: Any, field: Any) -> None:
 def _mrn_kept(form: Any, field: Any) -> None:
     """On edit the MRN cannot be emptied: uploads find the patient by it."""
     if getattr(form, "_obj", None) is not None and not field.data:
-        raise ValidationError(
+        # StopValidation: the Optional() that follows would clear a ValidationError.
+        raise StopValidation(
             _("The MRN identifies the patient in uploads: it cannot be removed, only changed.")
+        )
+
+
+def _mrn_free(form: Any, field: Any) -> None:
+    """Another patient's MRN is refused, naming that patient (every role may open them)."""
+    if not field.data:
+        return
+    holder = db.session.scalars(select(Patient).where(Patient.mrn == field.data)).first()
+    editing = getattr(form, "_obj", None)
+    if holder is not None and (editing is None or holder.id != editing.id):
+        raise ValidationError(
+            _(
+                "MRN %(mrn)s already belongs to %(name)s.",
+                mrn=field.data,
+                name=holder.full_name,
+            )
         )
 
 
@@ -256,7 +279,7 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
                 _mrn_kept,
                 Optional(),
                 Length(max=64),
-                Unique(db, Patient, Patient.mrn),
+                _mrn_free,
             ],
         ),
         # Unknown until someone records it (the first choice would otherwise be preselected);
