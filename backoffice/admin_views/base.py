@@ -26,7 +26,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import or_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import HiddenField
 from wtforms import validators as wtf_validators
@@ -407,6 +407,17 @@ class SecuredModelView(SecuredViewMixin, RecordFlowMixin, ExportMixin, ModelView
                 _(
                     "This record was changed by someone else since you opened it. "
                     "Reload it and make your change again."
+                ),
+                "error",
+            )
+            return True
+        if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
+            # SQLite (the embedded default) has one writer at a time: a save that meets another
+            # one is refused whole rather than waited for (PostgreSQL waits).
+            flash(
+                _(
+                    "Another change was being saved at the same moment, so nothing of yours "
+                    "was saved. Save again."
                 ),
                 "error",
             )
