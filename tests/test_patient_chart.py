@@ -76,7 +76,7 @@ def test_the_title_names_the_patient_with_age_sex_mrn_and_alerts(client, auth, j
     alerts = text_of(section(page, "chart-alerts"))
     assert "Contrast agent allergy: check before CT and MRI" in alerts
     assert "Allergies: Penicilina (urticaria)" in alerts
-    assert "1 open HIGH study" in alerts
+    assert "1 open high-urgency study" in alerts
 
 
 def test_contact_details_clinic_and_referring_doctor(client, auth, jose):
@@ -271,7 +271,7 @@ def test_the_status_column_reads_the_studys_status_once_studies_have_one(
     page = client.get(chart_url(jose)).get_data(as_text=True)
     statuses = [text_of(c) for c in re.findall(r'<td class="study-status">(.*?)</td>', page, re.S)]
     assert statuses == ["Reported", "Performed"]
-    assert "open HIGH" not in text_of(section(page, "chart-alerts"))
+    assert "open high-urgency" not in text_of(section(page, "chart-alerts"))
     assert page.count('class="study-closed"') == 1
 
 

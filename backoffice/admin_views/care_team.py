@@ -54,7 +54,7 @@ FIELD_ARGS = {
         "description": _l("Why this doctor is on the team, e.g. follow-up of a nodule"),
     },
     "notes": {"filters": [blank_to_none]},
-    "since": {"description": _l("YYYY-MM-DD")},
+    "since": {"description": _l("The day the doctor joined the team (YYYY-MM-DD)")},
     "until": {"description": _l("Empty while the link lasts")},
 }
 

@@ -21,7 +21,7 @@ from wtforms.validators import DataRequired
 
 from backoffice.admin_views.formatters import bullet_list
 from backoffice.extensions import db
-from backoffice.i18n import _, _l
+from backoffice.i18n import _l
 from backoffice.validation import RuleError, normalize_phone, phone_region
 
 PHONE_LIKE = re.compile(r"^[\d\s()+.\-]*\d[\d\s()+.\-]*$")
@@ -205,6 +205,3 @@ class PhoneSearchMixin:
                 count_query = count_query.filter(or_(*clauses))
         return query, count_query, joins, count_joins
 
-
-def same_number_message() -> str:
-    return _("This number is already listed.")
