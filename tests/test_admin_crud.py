@@ -353,7 +353,8 @@ BLANK_OR_TAKEN = [
     ("doctor", {"licence_number": " CED-1 "}, "licence_number", "Already exists."),
     ("doctor", {"clinic": ""}, "clinic", "This field is required."),
     ("patient", {"last_name": "   "}, "last_name", "This field is required."),
-    ("patient", {"mrn": " 1 "}, "mrn", "Already exists."),
+    # the MRN names the patient who holds it (every role may open them)
+    ("patient", {"mrn": " 1 "}, "mrn", "MRN 1 already belongs to Jose"),
     ("patient", {"email": " Taken@Ejemplo.com"}, "email", "Already exists."),
     (
         "patient",
@@ -371,7 +372,10 @@ BLANK_OR_TAKEN = [
 @pytest.mark.parametrize(
     ("endpoint", "typed", "field", "error"),
     BLANK_OR_TAKEN,
-    ids=[f"{e}-{f}-{'taken' if 'exists' in m else 'invalid'}" for e, _t, f, m in BLANK_OR_TAKEN],
+    ids=[
+        f"{e}-{f}-{'taken' if 'exists' in m or 'belongs' in m else 'invalid'}"
+        for e, _t, f, m in BLANK_OR_TAKEN
+    ],
 )
 def test_blank_invalid_or_taken_values_are_reported_next_to_the_field(
     client, admin, clinic, endpoint, typed, field, error
