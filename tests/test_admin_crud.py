@@ -55,7 +55,9 @@ class _AdminFormReader(HTMLParser):
                 if self._multiple:  # several selected options: the form sends each
                     current = self.values.get(self._select)
                     self.values[self._select] = (
-                        value if current is None else [*([current] if isinstance(current, str) else current), value]
+                        value
+                        if current is None
+                        else [*([current] if isinstance(current, str) else current), value]
                     )
                 else:
                     self.values[self._select] = value

@@ -34,9 +34,7 @@ def team():  # noqa: ANN201
     return {"ana": ana, "luis": luis, "jose": jose, "maria": maria}
 
 
-def test_the_list_shows_names_and_labels_and_filters_by_doctor_role_and_status(
-    client, auth, team
-):
+def test_the_list_shows_names_and_labels_and_filters_by_doctor_role_and_status(client, auth, team):
     auth.as_role(RoleName.MANAGER)
     page = client.get("/admin/care-team/").get_data(as_text=True)
     assert sorted(column(page, "patient")) == [
@@ -49,7 +47,10 @@ def test_the_list_shows_names_and_labels_and_filters_by_doctor_role_and_status(
     by_doctor = client.get(
         f"/admin/care-team/?flt0_{filter_arg(page, 'Doctor')}={luis.id}"
     ).get_data(as_text=True)
-    assert sorted(column(by_doctor, "patient")) == ["Jose Villalobos (MRN 1)", "María Núñez (MRN 2)"]
+    assert sorted(column(by_doctor, "patient")) == [
+        "Jose Villalobos (MRN 1)",
+        "María Núñez (MRN 2)",
+    ]
     completed = client.get(
         f"/admin/care-team/?flt0_{filter_arg(page, 'Status')}=COMPLETED"
     ).get_data(as_text=True)
@@ -70,7 +71,9 @@ def test_a_doctors_page_lists_their_patients_and_links_to_all_of_them(client, au
     text = text_of(page)
     assert "2 patient links, 1 active." in text
     assert "María Núñez (MRN 2) Referring doctor · Active" in text_of(patients)
-    assert "Jose Villalobos (MRN 1) Specialist · Completed · since Jan 10, 2025" in text_of(patients)
+    assert "Jose Villalobos (MRN 1) Specialist · Completed · since Jan 10, 2025" in text_of(
+        patients
+    )
     link = page[page.index("See them all") - 200 : page.index("See them all")]
     url = link[link.rindex('href="') + 6 : link.rindex('"')].replace("&amp;", "&")
     listed = client.get(url).get_data(as_text=True)
@@ -106,9 +109,7 @@ def test_a_link_made_on_its_own_form_is_checked_with_the_patients_others(client,
     assert (team["luis"].id, "REPORTING", "ACTIVE") in roles
 
 
-def test_editing_the_referring_link_on_its_own_form_moves_the_referring_doctor(
-    client, auth, team
-):
+def test_editing_the_referring_link_on_its_own_form_moves_the_referring_doctor(client, auth, team):
     auth.as_role(RoleName.OPERATOR)
     jose = team["jose"]
     link = db.session.scalars(
@@ -147,7 +148,16 @@ def test_a_doctor_on_a_care_team_cannot_be_deleted(client, auth, team):
 def test_the_export_names_patients_and_doctors_by_their_keys(client, auth, team):
     auth.as_role(RoleName.MANAGER)
     rows = read_csv(client.get("/admin/care-team/export/csv/"))
-    assert rows[0] == ["patient_id", "doctor", "role", "status", "since", "until", "reason", "notes"]
+    assert rows[0] == [
+        "patient_id",
+        "doctor",
+        "role",
+        "status",
+        "since",
+        "until",
+        "reason",
+        "notes",
+    ]
     specialist = next(r for r in rows[1:] if r[2] == "SPECIALIST")
     assert specialist[:7] == [
         "1",

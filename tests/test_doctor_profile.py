@@ -11,7 +11,15 @@ from sqlalchemy import select
 from backoffice.extensions import db
 from backoffice.models import AuditEntry, Doctor, RoleName, Specialty
 from tests.factories import make_clinic, make_doctor
-from tests.test_admin_crud import column, detail, field_block, filter_arg, flashes, open_form, text_of
+from tests.test_admin_crud import (
+    column,
+    detail,
+    field_block,
+    filter_arg,
+    flashes,
+    open_form,
+    text_of,
+)
 
 
 @pytest.fixture
@@ -100,7 +108,9 @@ def test_a_doctor_needs_a_specialty_and_a_plausible_start_year(client, admin):
     ],
 )
 def test_the_biography_is_shown_in_the_readers_language(client, admin, language, shown, note):
-    doctor = make_doctor(bio_en="Radiologist for twenty years.", bio_es="Radióloga con veinte años.")
+    doctor = make_doctor(
+        bio_en="Radiologist for twenty years.", bio_es="Radióloga con veinte años."
+    )
     admin.locale = language
     db.session.commit()
     page = client.get(f"/admin/doctor/details/?id={doctor.id}").get_data(as_text=True)

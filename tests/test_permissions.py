@@ -187,7 +187,9 @@ def world() -> World:
     from backoffice.models import AuditEntry, CareTeamMember
 
     entry_id = db.session.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
-    link_id = db.session.scalar(select(CareTeamMember.id).where(CareTeamMember.patient_id == patient.id))
+    link_id = db.session.scalar(
+        select(CareTeamMember.id).where(CareTeamMember.patient_id == patient.id)
+    )
     return World(
         clinic.id, doctor.id, patient.id, study.id, target.id, entry_id, link_id, other_doctor.id
     )

@@ -118,7 +118,11 @@ def test_an_edit_opened_from_the_list_lands_on_the_record_not_the_list(client, a
 
 @pytest.mark.parametrize(
     "back",
-    ["https://evil.example.com/admin/patient/details/?id=1", "//evil.example.com/details/", "/login"],
+    [
+        "https://evil.example.com/admin/patient/details/?id=1",
+        "//evil.example.com/details/",
+        "/login",
+    ],
 )
 def test_only_a_record_page_of_this_site_is_a_way_back(client, auth, world, back):
     auth.as_role(RoleName.ADMIN)

@@ -121,9 +121,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def test_simultaneous_saves_and_imports_never_get_the_same_mrn(tmp_path: Path):
     """Twelve people save a new patient at the same moment while two imports of patients
     without an id run: every patient gets an MRN of their own, none twice."""
-    from werkzeug.serving import make_server
-
     from flask_migrate import upgrade
+    from werkzeug.serving import make_server
 
     with scratch_database(tmp_path, "mrn") as url:
         server_app = create_app({"ENV_NAME": "testing", "SQLALCHEMY_DATABASE_URI": url})

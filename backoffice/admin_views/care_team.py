@@ -27,9 +27,7 @@ DOCTOR_FILTER = IdEqualFilter(
 )
 PATIENT_FILTER = IdEqualFilter(CareTeamMember.patient_id, _l("Patient (record)"))
 ROLE_FILTER = EnumEqualFilter(CareTeamMember.role, _l("Role"), options=CareTeamRole.choices)
-STATUS_FILTER = EnumEqualFilter(
-    CareTeamMember.status, _l("Status"), options=CareTeamStatus.choices
-)
+STATUS_FILTER = EnumEqualFilter(CareTeamMember.status, _l("Status"), options=CareTeamStatus.choices)
 
 LABELS = {
     "patient": _l("Patient"),

@@ -128,9 +128,7 @@ def _patients(view: Any, context: Any, model: Doctor, name: str) -> Markup:
             role=link.role.label,
             status=link.status.label,
             since=(
-                Markup(" · {}").format(
-                    _("since %(day)s", day=format_date(link.since, "medium"))
-                )
+                Markup(" · {}").format(_("since %(day)s", day=format_date(link.since, "medium")))
                 if link.since
                 else ""
             ),
@@ -149,9 +147,7 @@ def _patients(view: Any, context: Any, model: Doctor, name: str) -> Markup:
         filtered_list_url("care_team", [(DOCTOR_FILTER, str(model.id))]),
         _("See them all in the care-team list"),
     )
-    return summary + Markup('<ul class="list-unstyled mb-0 doctor-patients">{}</ul>').format(
-        items
-    )
+    return summary + Markup('<ul class="list-unstyled mb-0 doctor-patients">{}</ul>').format(items)
 
 
 def _specialties_export(dialect: str) -> Any:
@@ -333,7 +329,9 @@ class DoctorView(PhoneSearchMixin, SecuredModelView):
         "licence_number": {"filters": [blank_to_none]},
         "qualification": {
             "filters": [blank_to_none],
-            "description": _l("Degree and board certification, e.g. MD, board-certified radiologist"),
+            "description": _l(
+                "Degree and board certification, e.g. MD, board-certified radiologist"
+            ),
         },
     }
     form_ajax_refs = {
@@ -366,4 +364,3 @@ class DoctorView(PhoneSearchMixin, SecuredModelView):
         if not valid:
             return valid
         return repeated_numbers(form, "phones", _("This number is already listed for this doctor."))
-

@@ -19,8 +19,9 @@ class CodeSelectField(Select2Field):
     """One code, chosen by its name in the reader's language (the choices are built when the
     form is, so each request gets its own language)."""
 
-    def __init__(self, label: Any = None, validators: Any = None, choices: Choices = list,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, label: Any = None, validators: Any = None, choices: Choices = list, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("allow_blank", True)
         kwargs.setdefault("coerce", lambda v: v or None)
         super().__init__(label, validators, choices=choices, **kwargs)

@@ -39,10 +39,10 @@ from backoffice.admin_views.phones import (
     PhoneInlineForm,
     PhoneRowsConverter,
     PhoneSearchMixin,
+    display_phone,
     phones_detail,
     phones_export,
     phones_national,
-    display_phone,
     repeated_numbers,
 )
 from backoffice.auth.permissions import Perm, can
@@ -141,14 +141,14 @@ def history_text(entry: Any, labels: dict[str, Any]) -> str:
         if name not in ("import_batch_id", "patient_id")
     )
     if entry.entity == "patient_phone":
-        number = (changes.get("number") or [None, None])
-        shown = number[1] or number[0] or ""
+        number = changes.get("number") or [None, None]
+        shown = display_phone(number[1] or number[0])
         return {
             "CREATE": _("Phone added: %(number)s", number=shown),
             "DELETE": _("Phone removed: %(number)s", number=shown),
         }.get(entry.action, _("Phone changed: %(fields)s", fields=fields))
     if entry.entity == "care_team_member":
-        role = (changes.get("role") or [None, None])
+        role = changes.get("role") or [None, None]
         code = role[1] or role[0]
         role_label = CareTeamRole(code).label if code in CareTeamRole.codes() else ""
         return {
@@ -291,9 +291,7 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
             coerce=lambda v: getattr(v, "value", v),
             validators=[AnyOf(AdministrativeSex.codes())],
         ),
-        "country": CodeSelectField(
-            _l("Country"), choices=country_choices, default=default_country
-        ),
+        "country": CodeSelectField(_l("Country"), choices=country_choices, default=default_country),
         "preferred_language": CodeSelectField(_l("Preferred language"), choices=language_choices),
     }
     form_create_rules = form_edit_rules = (
@@ -387,8 +385,16 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
             query = query.filter(Patient.active == true())
         return query
 
-    def get_list(self, page: Any, sort_column: Any, sort_desc: bool, search: Any, filters: Any,
-                 execute: bool = True, page_size: Any = None) -> Any:
+    def get_list(
+        self,
+        page: Any,
+        sort_column: Any,
+        sort_desc: bool,
+        search: Any,
+        filters: Any,
+        execute: bool = True,
+        page_size: Any = None,
+    ) -> Any:
         g.patients_hiding_inactive = not self._status_filter_given(filters)
         return super().get_list(
             page, sort_column, sort_desc, search, filters, execute=execute, page_size=page_size
@@ -420,7 +426,9 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
         valid = super().validate_form(form)
         if not valid:
             return valid
-        valid = repeated_numbers(form, "phones", _("This number is already listed for this patient."))
+        valid = repeated_numbers(
+            form, "phones", _("This number is already listed for this patient.")
+        )
         if hasattr(form, "care_team"):
             valid = attach_problems(form.care_team) and valid
         return valid
@@ -450,12 +458,8 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
             country_name=country_name,
             display_phone=display_phone,
             language_name=language_name,
-            care_team_url=filtered_list_url(
-                "care_team", [(PATIENT_FILTER, str(chart.patient.id))]
-            ),
-            studies_url=url_for(
-                "study.index_view", search="=" + (chart.patient.mrn or "")
-            ),
+            care_team_url=filtered_list_url("care_team", [(PATIENT_FILTER, str(chart.patient.id))]),
+            studies_url=url_for("study.index_view", search="=" + (chart.patient.mrn or "")),
             return_url=url_for(".index_view"),
             now_label=format_datetime(utcnow(), "short"),
             history_text=lambda entry: history_text(entry, self.column_labels),

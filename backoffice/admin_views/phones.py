@@ -11,7 +11,6 @@ import re
 from typing import Any
 
 import phonenumbers
-
 from flask_admin.contrib.sqla.fields import InlineModelFormList
 from flask_admin.contrib.sqla.form import InlineModelConverter
 from flask_admin.model.form import InlineFormAdmin
@@ -204,4 +203,3 @@ class PhoneSearchMixin:
             if count_query is not None:
                 count_query = count_query.filter(or_(*clauses))
         return query, count_query, joins, count_joins
-

@@ -65,9 +65,7 @@ def deletion_blockers(session: Session, obj: object) -> str | None:
                 parts.append(ngettext("%(num)d ordered study", "%(num)d ordered studies", ordered))
             if teams and not referred:
                 parts.append(
-                    ngettext(
-                        "%(num)d patient's care team", "%(num)d patients' care teams", teams
-                    )
+                    ngettext("%(num)d patient's care team", "%(num)d patients' care teams", teams)
                 )
             if parts:
                 return _(

@@ -127,7 +127,9 @@ def _sync_referring(session: Session, flush_context: Any, instances: Any) -> Non
                 # doctor is; a specialist added to the team changes nothing about it.
                 if _is_or_was_referring(obj) and (
                     obj in session.new
-                    or _changed(obj, "role", "status", "doctor", "doctor_id", "patient", "patient_id")
+                    or _changed(
+                        obj, "role", "status", "doctor", "doctor_id", "patient", "patient_id"
+                    )
                 ):
                     add(from_links, _patient_of(session, obj))
                     for old in inspect(obj).attrs.patient.history.deleted or ():

@@ -59,7 +59,7 @@ def reserve(connection: Connection, count: int) -> list[int]:
         return []
     if connection.dialect.name == "postgresql":
         rows = connection.execute(
-            text(f"SELECT nextval('{MRN_SEQUENCE}') FROM generate_series(1, :n)"), {"n": count}
+            text("SELECT nextval('patient_mrn_seq') FROM generate_series(1, :n)"), {"n": count}
         ).scalars()
         return sorted(int(n) for n in rows)
     table = RecordCounter.__table__
@@ -95,9 +95,7 @@ def allocate(connection: Connection, count: int, also_taken: Iterable[str] = ())
         candidates = [format_mrn(n) for n in reserve(connection, count - len(out))]
         clash = held(connection, candidates) | taken
         out.extend(c for c in candidates if c not in clash)
-    raise RuntimeError(
-        "the MRN sequence keeps meeting numbers already in use: change MRN_PREFIX"
-    )
+    raise RuntimeError("the MRN sequence keeps meeting numbers already in use: change MRN_PREFIX")
 
 
 def format_sql(number_sql: str, dialect: str) -> str:

@@ -211,12 +211,32 @@ ALLERGIES = [
 # Generated patients' administrative sex, from their first name.
 SEX_BY_NAME = {
     name: AdministrativeSex.FEMALE
-    for name in ("María", "Guadalupe", "Fernanda", "Ximena", "Valeria", "Daniela", "Camila",
-                 "Renata", "Paola", "Lucía")
+    for name in (
+        "María",
+        "Guadalupe",
+        "Fernanda",
+        "Ximena",
+        "Valeria",
+        "Daniela",
+        "Camila",
+        "Renata",
+        "Paola",
+        "Lucía",
+    )
 } | {
     name: AdministrativeSex.MALE
-    for name in ("José", "Juan", "Francisco", "Alejandro", "Miguel", "Ricardo", "Eduardo",
-                 "Héctor", "Iván", "Óscar")
+    for name in (
+        "José",
+        "Juan",
+        "Francisco",
+        "Alejandro",
+        "Miguel",
+        "Ricardo",
+        "Eduardo",
+        "Héctor",
+        "Iván",
+        "Óscar",
+    )
 }
 
 DEMO_USERS = [

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +137,9 @@ def code_list_of(enum_cls: type) -> Parser:
     -> ``OTHER;RADIOLOGY``), each checked as a single code is."""
 
     def parse(raw: str) -> str | None:
-        codes = {parse_code(enum_cls, part).value for part in re.split(r"[;,]", raw) if part.strip()}
+        codes = {
+            parse_code(enum_cls, part).value for part in re.split(r"[;,]", raw) if part.strip()
+        }
         return ";".join(sorted(codes)) or None
 
     return parse
@@ -392,7 +394,9 @@ PATIENTS = Kind(
             "MOBILE:55 1234 5678",
             aliases=("phone",),
         ),
-        Column("street", text_of(Patient, "street"), _l("Street and number."), "Calle 5 de Mayo 12"),
+        Column(
+            "street", text_of(Patient, "street"), _l("Street and number."), "Calle 5 de Mayo 12"
+        ),
         Column("city", text_of(Patient, "city", normalize_name), _l("City."), "Puebla"),
         Column("state", text_of(Patient, "state", normalize_name), _l("State."), "Puebla"),
         Column(

@@ -24,8 +24,8 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from backoffice.i18n import _
-from backoffice.models.base import UTCDateTime
 from backoffice.models import Specialty
+from backoffice.models.base import UTCDateTime
 from backoffice.services.imports.kinds import Kind
 
 STAGE = "import_stage"
@@ -747,7 +747,7 @@ class PatientPlan(PhonesMixin, Plan):
         )
 
         db = self.db
-        needing = f"action IS NULL AND bad = 0 AND c_id IS NULL"
+        needing = "action IS NULL AND bad = 0 AND c_id IS NULL"
         prefix, digits = mrn_format()
         for _round in range(MAX_ROUNDS):
             count = db.scalar(f"SELECT count(*) FROM {STAGE} WHERE {needing}")
