@@ -15,7 +15,7 @@ from wtforms import IntegerField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Optional, ValidationError
 
 from backoffice.admin_views.base import SecuredModelView
-from backoffice.admin_views.fields import CodeListField, RenderedByHiddenTag
+from backoffice.admin_views.fields import CodeListField, FieldRow, RenderedByHiddenTag
 from backoffice.admin_views.filters import (
     CodeInListFilter,
     HasChildFilter,
@@ -308,10 +308,15 @@ class DoctorView(PhoneSearchMixin, SecuredModelView):
     form_create_rules = form_edit_rules = (
         RenderedByHiddenTag("csrf_token", "opened_version"),
         rules.FieldSet(
-            ("first_name", "last_name", "email", "clinic", "active"), _l("Identity and clinic")
+            (FieldRow("first_name", "last_name"), FieldRow("email", "clinic"), "active"),
+            _l("Identity and clinic"),
         ),
         rules.FieldSet(
-            ("specialties", "qualification", "practising_since", "licence_number", "languages"),
+            (
+                "specialties",
+                FieldRow("qualification", "practising_since", "licence_number"),
+                "languages",
+            ),
             _l("Practice"),
         ),
         rules.FieldSet(("phones",), _l("Phones")),

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask_admin.form import Select2Field, rules
 from flask_admin.form.widgets import Select2Widget
+from markupsafe import Markup
 from wtforms import SelectMultipleField
 from wtforms.validators import ValidationError
 
@@ -89,3 +90,18 @@ class RenderedByHiddenTag(rules.BaseRule):
 
     def __call__(self, form: Any, form_opts: Any = None, field_args: Any = None) -> str:
         return ""
+
+
+class FieldRow(rules.NestedRule):
+    """Form-rule: fields side by side on wide screens (a Bootstrap form row), stacked on a
+    phone. ``FieldRow("city", "state")`` inside a ``rules.FieldSet``."""
+
+    def __init__(self, *fields: str) -> None:
+        super().__init__(list(fields), separator="")
+
+    def __call__(self, form: Any, form_opts: Any = None, field_args: Any = None) -> Markup:
+        cells = Markup("").join(
+            Markup('<div class="col-md">{}</div>').format(rule(form, form_opts, field_args or {}))
+            for rule in self.rules
+        )
+        return Markup('<div class="form-row">{}</div>').format(cells)

@@ -32,7 +32,7 @@ from backoffice.admin_views.care_team import (
     CareTeamInlineForm,
     attach_problems,
 )
-from backoffice.admin_views.fields import CodeSelectField, RenderedByHiddenTag
+from backoffice.admin_views.fields import CodeSelectField, FieldRow, RenderedByHiddenTag
 from backoffice.admin_views.filters import ActiveFilter, filtered_list_url
 from backoffice.admin_views.formatters import relation_link, urgency_badge
 from backoffice.admin_views.phones import (
@@ -296,17 +296,31 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
     }
     form_create_rules = form_edit_rules = (
         RenderedByHiddenTag("csrf_token", "opened_version"),
-        rules.FieldSet(("mrn", "first_name", "last_name", "birth_date", "sex"), _l("Identity")),
-        rules.HTML('<span id="contact" class="form-anchor"></span>'),
-        rules.FieldSet(("email", "phones", "preferred_language"), _l("Contact details")),
-        rules.FieldSet(("street", "city", "state", "postal_code", "country"), _l("Address")),
         rules.FieldSet(
-            ("emergency_contact_name", "emergency_contact_relation", "emergency_contact_phone"),
+            (FieldRow("mrn", "birth_date", "sex"), FieldRow("first_name", "last_name")),
+            _l("Identity"),
+        ),
+        rules.HTML('<span id="contact" class="form-anchor"></span>'),
+        rules.FieldSet(
+            (FieldRow("email", "preferred_language"), "phones"), _l("Contact details")
+        ),
+        rules.FieldSet(
+            ("street", FieldRow("city", "state"), FieldRow("postal_code", "country")),
+            _l("Address"),
+        ),
+        rules.FieldSet(
+            (
+                FieldRow(
+                    "emergency_contact_name",
+                    "emergency_contact_relation",
+                    "emergency_contact_phone",
+                ),
+            ),
             _l("Emergency contact"),
         ),
         rules.FieldSet(("allergies", "contrast_allergy"), _l("Clinical alerts")),
         rules.HTML('<span id="care-team" class="form-anchor"></span>'),
-        rules.FieldSet(("clinic", "active", "care_team"), _l("Clinic and care team")),
+        rules.FieldSet((FieldRow("clinic", "active"), "care_team"), _l("Clinic and care team")),
     )
     # Filters apply the model's rules before the form's "required" and "unique" checks run, so a
     # duplicate written differently (" 1 ", "PEPE@...") is reported next to its field.
@@ -319,7 +333,7 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
         "city": {"filters": [normalize_name]},
         "state": {"filters": [normalize_name]},
         "postal_code": {"filters": [blank_to_none]},
-        "emergency_contact_name": {"filters": [normalize_name]},
+        "emergency_contact_name": {"filters": [normalize_name], "label": _l("Name")},
         "emergency_contact_relation": {
             "filters": [blank_to_none],
             "description": _l("e.g. daughter, husband, neighbour"),
