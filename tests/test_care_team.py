@@ -168,3 +168,41 @@ def test_the_export_names_patients_and_doctors_by_their_keys(client, auth, team)
         "2025-03-01",
         "Segunda opinión",
     ]
+
+
+def test_a_deleted_patient_comes_back_with_phones_and_care_team(client, auth, team):
+    from backoffice.models import AuditEntry, Patient, PatientPhone
+    from tests.conftest import csrf_token_from
+    from tests.test_audit import undo
+
+    maria = team["maria"]
+    maria.phones.append(PatientPhone(number="55 2468 1357", kind="MOBILE", is_primary=True))
+    db.session.commit()
+    maria_id = maria.id
+    auth.as_role(RoleName.ADMIN)
+    page = client.get("/admin/patient/").get_data(as_text=True)
+    response = client.post(
+        "/admin/patient/delete/",
+        data={"id": str(maria_id), "csrf_token": csrf_token_from(page)},
+        follow_redirects=True,
+    )
+    assert "Deleted María Núñez (MRN 2)." in text_of(response.get_data(as_text=True))
+    db.session.expire_all()
+    assert db.session.get(Patient, maria_id) is None
+    assert db.session.scalars(select(PatientPhone)).all() == []
+    deleted = db.session.scalars(
+        select(AuditEntry).where(AuditEntry.entity == "patient", AuditEntry.action == "DELETE")
+    ).one()
+    children = db.session.scalars(
+        select(AuditEntry).where(AuditEntry.parent_id == str(maria_id), AuditEntry.action == "DELETE")
+    ).all()
+    assert sorted(e.entity for e in children) == ["care_team_member", "patient_phone"]
+
+    undo(client, "restore", deleted.id)
+    db.session.expire_all()
+    back = db.session.get(Patient, maria_id)
+    assert (back.mrn, back.referring_doctor_id) == ("2", team["luis"].id)
+    assert [p.number for p in back.phones] == ["+525524681357"]
+    assert [(m.doctor_id, m.role.value, m.status.value) for m in back.care_team] == [
+        (team["luis"].id, "REFERRING", "ACTIVE")
+    ]
