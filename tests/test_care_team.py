@@ -194,7 +194,9 @@ def test_a_deleted_patient_comes_back_with_phones_and_care_team(client, auth, te
         select(AuditEntry).where(AuditEntry.entity == "patient", AuditEntry.action == "DELETE")
     ).one()
     children = db.session.scalars(
-        select(AuditEntry).where(AuditEntry.parent_id == str(maria_id), AuditEntry.action == "DELETE")
+        select(AuditEntry).where(
+            AuditEntry.parent_id == str(maria_id), AuditEntry.action == "DELETE"
+        )
     ).all()
     assert sorted(e.entity for e in children) == ["care_team_member", "patient_phone"]
 

@@ -301,9 +301,7 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
             _l("Identity"),
         ),
         rules.HTML('<span id="contact" class="form-anchor"></span>'),
-        rules.FieldSet(
-            (FieldRow("email", "preferred_language"), "phones"), _l("Contact details")
-        ),
+        rules.FieldSet((FieldRow("email", "preferred_language"), "phones"), _l("Contact details")),
         rules.FieldSet(
             ("street", FieldRow("city", "state"), FieldRow("postal_code", "country")),
             _l("Address"),
