@@ -178,6 +178,7 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
         "first_name",
         "birth_date",
         "sex",
+        "email",
         "phones",
         "city",
         "clinic",
@@ -190,6 +191,7 @@ class PatientView(PhoneSearchMixin, SecuredModelView):
         "last_name",
         "first_name",
         "birth_date",
+        "email",
         "city",
         ("clinic", "clinic.name"),
     )
