@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from flask_admin.contrib.sqla.filters import DateBetweenFilter, EnumEqualFilter, FilterLike
@@ -52,7 +53,10 @@ FIELD_ARGS = {
         "description": _l("Why this doctor is on the team, e.g. follow-up of a nodule"),
     },
     "notes": {"filters": [blank_to_none]},
-    "since": {"description": _l("The day the doctor joined the team (YYYY-MM-DD)")},
+    "since": {
+        "description": _l("The day the doctor joined the team (YYYY-MM-DD)"),
+        "default": date.today,  # a new link starts today unless someone says otherwise
+    },
     "until": {"description": _l("Empty while the link lasts")},
 }
 
