@@ -208,3 +208,21 @@ def test_a_deleted_patient_comes_back_with_phones_and_care_team(client, auth, te
     assert [(m.doctor_id, m.role.value, m.status.value) for m in back.care_team] == [
         (team["luis"].id, "REFERRING", "ACTIVE")
     ]
+
+
+def test_a_stale_edit_of_a_link_is_refused_with_the_other_change_shown(client, auth, team):
+    auth.as_role(RoleName.OPERATOR)
+    link = db.session.scalars(
+        select(CareTeamMember).where(CareTeamMember.role == "SPECIALIST")
+    ).one()
+    url = f"/admin/care-team/edit/?id={link.id}"
+    first, second = open_form(client, url), open_form(client, url)
+    first["reason"] = "Cambio primero"
+    assert client.post(url, data=first).status_code == 302
+    second["notes"] = "Cambio tardío"
+    page = client.post(url, data=second).get_data(as_text=True)
+    assert "This record was changed by" in page
+    assert "Segunda opinión" in text_of(page) and "Cambio primero" in text_of(page)
+    db.session.expire_all()
+    again = db.session.get(CareTeamMember, link.id)
+    assert (again.reason, again.notes) == ("Cambio primero", None)
