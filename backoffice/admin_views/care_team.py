@@ -13,7 +13,7 @@ from wtforms.validators import DataRequired
 
 from backoffice.admin_views.base import MODEL_ENDPOINT_PERMISSIONS, SecuredModelView
 from backoffice.admin_views.filters import IdEqualFilter, record_options
-from backoffice.admin_views.formatters import record_link, relation_link
+from backoffice.admin_views.formatters import relation_link
 from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
 from backoffice.i18n import _, _l
@@ -232,7 +232,3 @@ class CareTeamView(SecuredModelView):
             field = form[field_name]
             field.errors = list(field.errors) + [message]
         return not problems
-
-
-def link_to_patient(view: Any, context: Any, model: CareTeamMember, name: str) -> Any:
-    return record_link("patient", model.patient)

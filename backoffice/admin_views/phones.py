@@ -49,14 +49,11 @@ class InlineRowsField(InlineModelFormList):
         super().populate_obj(obj, name)
 
 
-# The name the doctor view has used since phones were first edited inline.
-PhoneRowsField = InlineRowsField
-
-
 class InlineRowsConverter(InlineModelConverter):
     inline_field_list_type = InlineRowsField
 
 
+# The name the views use: a doctor's and a patient's phones, and a patient's care team.
 PhoneRowsConverter = InlineRowsConverter
 
 

@@ -9,7 +9,7 @@ open. The two hooks to wire when they do are ``study_status`` and ``open_study_c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, select, true
@@ -68,7 +68,6 @@ class Chart:
     open_high: int
     care_team: list[CareTeamMember]
     history: list[AuditEntry]
-    alerts: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, text, title)
 
     @property
     def more_studies(self) -> int:
