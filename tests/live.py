@@ -25,8 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -55,29 +54,14 @@ def free_port() -> int:
 
 @contextmanager
 def live_database(name: str) -> Iterator[str]:
-    """A database of the server's own, dropped afterwards: on the PostgreSQL server of
-    TEST_DATABASE_URL (``<its database>_<name>``) when it is set, else an SQLite file."""
-    test_url = os.environ.get("TEST_DATABASE_URL")
-    if not test_url:
-        folder = Path(tempfile.mkdtemp(prefix=f"backoffice-{name}-"))
-        try:
-            yield f"sqlite:///{folder / 'live.sqlite'}"
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        return
-    url = make_url(test_url.replace("postgres://", "postgresql://", 1))
-    url = url.set(drivername="postgresql+psycopg2")
-    database = f"{url.database}_{name}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{database}"'))
+    """A database of the server's own, dropped afterwards (``tests/scratch.py``: beside the test
+    database on PostgreSQL when TEST_DATABASE_URL is set, else an SQLite file)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"bo-live-{name}-"))
     try:
-        yield url.set(database=database).render_as_string(hide_password=False)
+        with scratch_database(folder, name) as url:
+            yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class PrivatePostgres:
@@ -85,7 +69,7 @@ class PrivatePostgres:
     port), which the test may stop and start: the shared server on 5432 is never touched."""
 
     def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="backoffice-pg-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="bo-live-pg-"))
         self.data = self.folder / "data"
         self.port = free_port()
         self.log = self.folder / "postgres.log"
@@ -202,7 +186,7 @@ def prepare(env: dict[str, str], users: dict[str, str]) -> None:
 
 @contextmanager
 def gunicorn(env: dict[str, str], workers: int = 4, threads: int = 4) -> Iterator[LiveServer]:
-    folder = Path(tempfile.mkdtemp(prefix="backoffice-live-"))
+    folder = Path(tempfile.mkdtemp(prefix="bo-live-server-"))
     port = free_port()
     log_path = folder / "server.log"
     with open(log_path, "w") as log:  # noqa: PTH123

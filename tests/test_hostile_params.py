@@ -18,22 +18,27 @@ import pytest
 from flask import Flask
 from flask_admin.contrib.sqla import ModelView
 from werkzeug.datastructures import ImmutableMultiDict
+from wtforms.fields.core import UnboundField
 
 from backoffice.extensions import db
-from backoffice.models import RoleName
+from backoffice.models import CareTeamMember, PatientPhone, RoleName
 from tests.conftest import AuthActions
 from tests.factories import make_doctor, make_patient, make_study
 
 # The fixed set: words a person or a script may put where a number, a code, a date or a short
-# text is expected.
-HOSTILE = (
+# text is expected. Each of EACH goes into every argument on its own (the values that break a
+# parser); TOGETHER go into all of a route's arguments at once (sizes, formats, characters).
+EACH = (
     "abc",
     "-1",
     "123456789012345678901",
-    "1.5",
+    "²",  # a digit to str.isdigit, not to int
+)
+TOGETHER = (
     "",
-    "nul\x00byte",
+    "1.5",
     "'; DROP TABLE patient; -- \\ _ %",
+    "nul\x00byte",
     "0000-00-00",
     "9999-12-31",
     "a " * 1000,
@@ -41,6 +46,7 @@ HOSTILE = (
     "http:///evil.example",
     "ñ\u202e\ufeff",
 )
+HOSTILE = EACH + TOGETHER
 # Arguments worth trying on a route besides those it is seen to read (see ``_reads``): a return
 # address and an ajax look-up's field name, which some routes read only when present.
 ALWAYS_TRIED = ("url", "name")
@@ -58,6 +64,9 @@ def admin_client(client, no_csrf):  # noqa: ANN001, ANN201
 def records() -> dict[str, Any]:
     doctor = make_doctor("Hostil", "Prueba", phones=["+525512340000"])
     patient = make_patient("Paciente", "Hostil", referring_doctor=doctor, clinic=doctor.clinic)
+    # inline rows in the edit forms: a patient's phone and care team
+    patient.phones.append(PatientPhone(number="+525512340001", kind="MOBILE", is_primary=True))
+    db.session.add(CareTeamMember(patient=patient, doctor=doctor, role="REFERRING"))
     study = make_study(patient, ordering_doctor=doctor)
     db.session.commit()
     return {
@@ -126,9 +135,17 @@ def _args_for(client, app: Flask, endpoint: str, url: str) -> list[str]:  # noqa
     names = _reads(client, app, url) | set(ALWAYS_TRIED)
     prefix = endpoint.split(".", 1)[0]
     for view in _model_views(app):
-        if view.endpoint == prefix and view._filter_args:
+        if view.endpoint != prefix:
+            continue
+        if view._filter_args:
             names |= {f"flt0_{key}" for key in view._filter_args}
+        if endpoint.endswith("create_view"):  # a create form is pre-filled from the address
+            names |= _form_field_names(view._create_form_class)
     return sorted(names)
+
+
+def _form_field_names(form_class: type) -> set[str]:
+    return {name for name in dir(form_class) if isinstance(getattr(form_class, name), UnboundField)}
 
 
 def _problem(response) -> str | None:  # noqa: ANN001
@@ -145,20 +162,22 @@ def test_every_get_route_survives_every_hostile_argument(app, admin_client, reco
     failures: list[str] = []
     walked = 0
     for endpoint, url in _get_routes(app):
-        for name in _args_for(admin_client, app, endpoint, url):
-            for value in HOSTILE:
-                query = {name: value}
-                if name == "query":  # an ajax look-up needs the field it serves
-                    query["name"] = _first_ajax_field(app, endpoint) or ""
-                target = f"{url}?{urlencode(query)}"
-                try:
-                    response = admin_client.get(target)
-                except Exception as exc:  # noqa: BLE001 - reported with the address below
-                    failures.append(f"{target[:120]!r}: raised {type(exc).__name__}")
-                    continue
-                walked += 1
-                if problem := _problem(response):
-                    failures.append(f"{target[:120]!r}: {problem}")
+        names = _args_for(admin_client, app, endpoint, url)
+        queries = [{name: value} for name in names for value in EACH]
+        queries += [{name: value for name in names} for value in TOGETHER]
+        ajax_field = _first_ajax_field(app, endpoint)
+        for query in queries:
+            if "query" in query and ajax_field:  # an ajax look-up needs the field it serves
+                query["name"] = ajax_field
+            target = f"{url}?{urlencode(query)}"
+            try:
+                response = admin_client.get(target)
+            except Exception as exc:  # noqa: BLE001 - reported with the address below
+                failures.append(f"{target[:120]!r}: raised {type(exc).__name__}")
+                continue
+            walked += 1
+            if problem := _problem(response):
+                failures.append(f"{target[:120]!r}: {problem}")
         # a record that exists, with the rest hostile
         if endpoint.endswith(("details_view", "edit_view", "history_view")):
             view_name = endpoint.split(".", 1)[0]
@@ -213,18 +232,24 @@ def test_every_form_field_of_every_model_view_survives_every_hostile_value(
             if page.status_code != 200:
                 continue
             fields = _form_fields(page.get_data(as_text=True))
-            for field in fields:
-                for value in HOSTILE:
-                    data = {**fields, field: value}
-                    try:
-                        response = admin_client.post(url, data=data)
-                    except Exception as exc:  # noqa: BLE001 - reported below
-                        failures.append(f"POST {url} {field}={value[:30]!r}: raised {exc!r:.80}")
-                        continue
-                    posted += 1
-                    if problem := _problem(response):
-                        failures.append(f"POST {url} {field}={value[:30]!r}: {problem}")
-                    db.session.rollback()
+            forms = [
+                ({**fields, field: value}, f"{field}={value!r}")
+                for field in fields
+                for value in EACH
+            ]
+            forms += [
+                ({f: value for f in fields}, f"every field={value[:30]!r}") for value in TOGETHER
+            ]
+            for data, what in forms:
+                try:
+                    response = admin_client.post(url, data=data)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    failures.append(f"POST {url} {what}: raised {exc!r:.80}")
+                    continue
+                posted += 1
+                if problem := _problem(response):
+                    failures.append(f"POST {url} {what}: {problem}")
+                db.session.rollback()
         # the record ids of delete, bulk actions and inline editing
         for value in HOSTILE:
             for endpoint, data in (
@@ -265,10 +290,11 @@ def test_every_post_only_route_survives_every_hostile_field(app, admin_client, m
     assert routes
     for rule in routes:
         url = rule.build({n: ROUTE_VALUES.get(n, "1") for n in rule.arguments})[1]
-        for field in POSTED_FIELDS:
-            for value in HOSTILE:
-                response = admin_client.post(url, data={field: value})
-                if problem := _problem(response):
-                    failures.append(f"POST {url} {field}={value[:30]!r}: {problem}")
-                db.session.rollback()
+        forms = [{field: value} for field in POSTED_FIELDS for value in EACH]
+        forms += [{field: value for field in POSTED_FIELDS} for value in TOGETHER]
+        for data in forms:
+            response = admin_client.post(url, data=data)
+            if problem := _problem(response):
+                failures.append(f"POST {url} {str(data)[:60]}: {problem}")
+            db.session.rollback()
     assert not failures, "\n".join(failures[:60]) + f"\n({len(failures)} in all)"

@@ -151,8 +151,11 @@ def test_login_and_language_never_send_the_browser_off_site(client, csrf_app, ta
 
 
 def test_a_same_site_return_address_is_still_followed(admin):
+    """The record page the user came from (a save lands back there)."""
+    clinic = make_clinic("Clínica de Origen")
+    db.session.commit()
     new = "/admin/clinic/new/"
-    back = "/admin/clinic/?search=Roma"
+    back = f"/admin/clinic/details/?id={clinic.id}"
     response = admin.post(
         f"{new}?url={quote(back)}",
         data={"name": f"Clínica Vuelta {date.today()}", "csrf_token": form_token(admin, new)},

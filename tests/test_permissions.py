@@ -61,6 +61,25 @@ for _m in (
 for _m in ("create_view", "edit_view", "delete_view", "action_view", "ajax_update"):
     EXPECTED[(f"user.{_m}", "POST")] = ADMIN_ONLY
 
+# Care-team links are part of the patient's record: the roles that edit a patient add and
+# change them (here or inline on the patient); deleting one is for admins.
+EXPECTED.update(
+    {
+        ("care_team.index_view", "GET"): EVERYONE,
+        ("care_team.details_view", "GET"): EVERYONE,
+        ("care_team.create_view", "GET"): EDITORS,
+        ("care_team.create_view", "POST"): EDITORS,
+        ("care_team.edit_view", "GET"): EDITORS,
+        ("care_team.edit_view", "POST"): EDITORS,
+        ("care_team.delete_view", "POST"): ADMIN_ONLY,
+        ("care_team.action_view", "POST"): ADMIN_ONLY,
+        ("care_team.ajax_lookup", "GET"): LOOKUP,
+        ("care_team.ajax_update", "POST"): EDITORS,
+        ("care_team.export", "GET"): EXPORTERS,
+        ("care_team.history_view", "GET"): EVERYONE,
+    }
+)
+
 # The audit log: admins read it and undo from it; nobody creates, edits or deletes an entry.
 EXPECTED.update(
     {
@@ -150,20 +169,30 @@ class World:
     study_id: int
     user_id: int
     audit_entry_id: int
+    link_id: int = 0
+    other_doctor_id: int = 0
 
 
 @pytest.fixture
 def world() -> World:
     clinic = make_clinic("Matrix Clinic", city="Puebla")
     doctor = make_doctor("Marta", "Matrix", clinic=clinic, phones=["55 1111 2222"])
-    patient = make_patient("Pablo", "Matrix", mrn="MX-1", email="pablo@matrix.example.com")
+    patient = make_patient(
+        "Pablo", "Matrix", mrn="MX-1", email="pablo@matrix.example.com", referring_doctor=doctor
+    )
+    other_doctor = make_doctor("Otto", "Matrix", clinic=clinic)
     study = make_study(patient=patient)
     target = make_user("target@matrix.example.com", RoleName.SUPPORT)
     db.session.commit()
-    from backoffice.models import AuditEntry
+    from backoffice.models import AuditEntry, CareTeamMember
 
     entry_id = db.session.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
-    return World(clinic.id, doctor.id, patient.id, study.id, target.id, entry_id)
+    link_id = db.session.scalar(
+        select(CareTeamMember.id).where(CareTeamMember.patient_id == patient.id)
+    )
+    return World(
+        clinic.id, doctor.id, patient.id, study.id, target.id, entry_id, link_id, other_doctor.id
+    )
 
 
 def _record_id(view: str, w: World) -> int:
@@ -173,6 +202,7 @@ def _record_id(view: str, w: World) -> int:
         "patient": w.patient_id,
         "study": w.study_id,
         "user": w.user_id,
+        "care_team": w.link_id,
         "audit": w.audit_entry_id,
         "import_batch": 1,  # may not exist: an admin is redirected, everyone else refused
     }[view]
@@ -185,11 +215,22 @@ def _create_data(view: str, w: World) -> dict:
             "first_name": "New",
             "last_name": "Doctor",
             "email": "new.doctor@matrix.example.com",
-            "specialty": "RADIOLOGY",
+            "specialties": "RADIOLOGY",
             "clinic": str(w.clinic_id),
             "active": "y",
         },
-        "patient": {"first_name": "New", "last_name": "Patient", "birth_date": "1980-01-01"},
+        "patient": {
+            "first_name": "New",
+            "last_name": "Patient",
+            "birth_date": "1980-01-01",
+            "active": "y",
+        },
+        "care_team": {
+            "patient": str(w.patient_id),
+            "doctor": str(w.other_doctor_id),
+            "role": "SPECIALIST",
+            "status": "ACTIVE",
+        },
         "study": {
             "patient": str(w.patient_id),
             "study_date": date.today().isoformat(),
@@ -214,7 +255,7 @@ def _edit_data(view: str, w: World) -> dict:
             "first_name": "Marta",
             "last_name": "Edited",
             "email": "marta@matrix.example.com",
-            "specialty": "ONCOLOGY",
+            "specialties": "ONCOLOGY",
             "clinic": str(w.clinic_id),
             "active": "y",
         },
@@ -224,6 +265,14 @@ def _edit_data(view: str, w: World) -> dict:
             "last_name": "Edited",
             "birth_date": "1970-01-01",
             "email": "pablo@matrix.example.com",
+            "active": "y",
+        },
+        "care_team": {
+            "patient": str(w.patient_id),
+            "doctor": str(w.doctor_id),
+            "role": "REFERRING",
+            "status": "ACTIVE",
+            "reason": "Edited",
         },
         "study": {
             "patient": str(w.patient_id),
@@ -264,7 +313,7 @@ def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | Non
             "template": ("/admin/bulk-upload/template/patients.csv", None),
         }[step]
     view, name = endpoint.split(".")
-    base = f"/admin/{view}/"
+    base = {"care_team": "/admin/care-team/"}.get(view, f"/admin/{view}/")
     rid = _record_id(view, w)
     if name == "index_view":
         return base, None
@@ -279,7 +328,13 @@ def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | Non
     if name == "action_view":
         return f"{base}action/", {"action": "delete", "rowid": str(rid)}
     if name == "ajax_lookup":
-        field = {"clinic": "x", "doctor": "clinic", "patient": "clinic", "study": "patient"}
+        field = {
+            "clinic": "x",
+            "doctor": "clinic",
+            "patient": "clinic",
+            "study": "patient",
+            "care_team": "doctor",
+        }
         return f"{base}ajax/lookup/?name={field.get(view, 'x')}&query=Ma", None
     if name == "ajax_update":
         return f"{base}ajax/update/", {"list_form_pk": str(rid), "name": "Changed"}
@@ -367,7 +422,7 @@ def test_role_matrix(client, world, endpoint: str, method: str, role: str):
         assert after == before
 
 
-@pytest.mark.parametrize("view", RECORD_VIEWS)
+@pytest.mark.parametrize("view", [*RECORD_VIEWS, "care_team"])
 def test_allowed_writes_really_happen(client, world, view):
     """The matrix test proves refusals; this proves an allowed create actually writes."""
     _login(client, "OPERATOR")

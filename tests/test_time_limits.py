@@ -37,9 +37,12 @@ def slow_statement(dialect: str) -> str:
 
 
 @pytest.fixture
-def engine(app):  # noqa: ANN001, ANN201
-    """An engine of its own on the test database, set up as the app sets up its own."""
+def engine(app, tmp_path):  # noqa: ANN001, ANN201
+    """An engine of its own, set up as the app sets up its own: on the test database's server
+    (PostgreSQL), or an SQLite file of its own (the statements need no table)."""
     url = app.config["SQLALCHEMY_DATABASE_URI"]
+    if url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'limits.sqlite'}"
     own = create_engine(url)
     if own.dialect.name == "sqlite":
         tune_sqlite(own)

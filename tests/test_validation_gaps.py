@@ -18,7 +18,8 @@ from backoffice.models import Clinic, Doctor, Patient, RoleName, Study, User
 from backoffice.validation import RuleError, check_study_date, clinic_name_key
 from config import DEFAULT_DEMO_PASSWORD
 from tests.conftest import AuthActions, form_token
-from tests.factories import make_clinic, make_doctor, make_study
+from tests.factories import make_clinic, make_patient, make_study
+from tests.test_admin_crud import open_form
 
 ERRORS_RE = re.compile(r'class="[^"]*(?:help-block|invalid-feedback)[^"]*"[^>]*>(.*?)</', re.S)
 
@@ -56,42 +57,52 @@ def test_a_doctor_with_a_clinic_that_does_not_exist_is_refused(admin):
         assert db.session.scalar(select(Doctor).where(Doctor.last_name == "Clinicaperdida")) is None
 
 
-def test_a_patient_with_a_doctor_or_clinic_that_does_not_exist_is_refused(admin):
-    url = "/admin/patient/new/"
-    for field in ("referring_doctor", "clinic"):
-        response = admin.post(
-            url,
-            data={
-                "first_name": "Nadia",
-                "last_name": "Sinmedico",
-                "birth_date": "1980-01-01",
-                field: "424242",
-                "csrf_token": form_token(admin, url),
-            },
-        )
-        assert response.status_code == 200
-        assert any("“424242” is not a record" in e for e in field_errors(response)), field
-    assert db.session.scalar(select(Patient).where(Patient.last_name == "Sinmedico")) is None
+@pytest.mark.parametrize(
+    "form, typed, field",
+    [
+        ("patient", {"first_name": "Nadia", "last_name": "Sinclinica"}, "clinic"),
+        ("study", {"urgency": "LOW", "study_type": "XRAY", "body_part": "CHEST"}, "patient"),
+        (
+            "study",
+            {"urgency": "LOW", "study_type": "XRAY", "body_part": "CHEST"},
+            "ordering_doctor",
+        ),
+    ],
+)
+def test_a_related_record_that_does_not_exist_is_refused_beside_its_field(
+    admin, form, typed, field
+):
+    patient = make_patient("Nadia", "Existente")
+    db.session.commit()
+    url = f"/admin/{form}/new/"
+    data = open_form(admin, url)
+    data.update({"birth_date": "1980-01-01", "patient": str(patient.id), **typed})
+    data[field] = "424242"
+    before = {m: db.session.scalar(select(func.count()).select_from(m)) for m in (Patient, Study)}
+    response = admin.post(url, data=data)
+    assert response.status_code == 200
+    assert any("“424242” is not a record" in e for e in field_errors(response)), field
+    after = {m: db.session.scalar(select(func.count()).select_from(m)) for m in (Patient, Study)}
+    assert after == before
 
 
 def test_an_existing_related_record_is_still_saved(admin):
-    doctor = make_doctor("Ana", "Existente")
+    clinic = make_clinic("Clínica Existente")
     db.session.commit()
     url = "/admin/patient/new/"
-    response = admin.post(
-        url,
-        data={
+    data = open_form(admin, url)
+    data.update(
+        {
             "first_name": "Nadia",
-            "last_name": "Conmedico",
+            "last_name": "Conclinica",
             "birth_date": "1980-01-01",
-            "referring_doctor": str(doctor.id),
-            "clinic": "__None",
-            "csrf_token": form_token(admin, url),
-        },
+            "clinic": str(clinic.id),
+        }
     )
+    response = admin.post(url, data=data)
     assert response.status_code == 302
-    saved = db.session.scalar(select(Patient).where(Patient.last_name == "Conmedico"))
-    assert saved.referring_doctor_id == doctor.id and saved.clinic_id is None
+    saved = db.session.scalar(select(Patient).where(Patient.last_name == "Conclinica"))
+    assert saved.clinic_id == clinic.id
 
 
 # --------------------------------------------------------------------------- study dates

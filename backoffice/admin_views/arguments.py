@@ -11,6 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from flask_admin.contrib.sqla.filters import (
+    FilterEqual,
+    FilterGreater,
+    FilterNotEqual,
+    FilterSmaller,
+)
 from sqlalchemy import BigInteger, Integer
 
 #: the deepest list page anyone can ask for (its offset must fit a 64-bit integer)
@@ -18,6 +24,8 @@ MAX_PAGE = 1_000_000
 #: the longest value a filter box takes (a name, a date range, a code)
 MAX_FILTER_CHARS = 200
 
+# Flask-Admin's filters that compare their column with the typed value as it is.
+COMPARING_FILTERS = (FilterEqual, FilterNotEqual, FilterGreater, FilterSmaller)
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
@@ -64,7 +72,8 @@ def filter_value_usable(flt: Any, value: str) -> bool:
     if len(value) > MAX_FILTER_CHARS:
         return False
     column_type = getattr(getattr(flt, "column", None), "type", None)
-    if isinstance(column_type, Integer) and not _fits(value, column_type):
+    compares = isinstance(flt, COMPARING_FILTERS)
+    if compares and isinstance(column_type, Integer) and not _fits(value, column_type):
         return False  # a number column compared with text fails in the database
     options = _option_values(flt)
     if options is not None and value not in options:

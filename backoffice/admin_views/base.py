@@ -22,13 +22,18 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import or_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import HiddenField
 
 from backoffice.admin_views.arguments import bounded_page, filter_value_usable, parse_record_id
 from backoffice.admin_views.export import ExportMixin
-from backoffice.admin_views.fields import BackofficeModelConverter, SearchAjaxLoader
+from backoffice.admin_views.fields import (
+    BackofficeModelConverter,
+    SearchAjaxLoader,
+    SearchingInlineConverter,
+)
+from backoffice.admin_views.record_flow import RecordFlowMixin
 from backoffice.auth.permissions import Perm, can
 from backoffice.database import is_timeout, is_unavailable
 from backoffice.extensions import db
@@ -141,8 +146,9 @@ TYPE_FORMATTERS = {
 }
 
 
-class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
-    """Base of every model view: roles, CSRF, stable sorting, and errors that leak nothing."""
+class SecuredModelView(SecuredViewMixin, RecordFlowMixin, ExportMixin, ModelView):
+    """Base of every model view: roles, CSRF, stable sorting, errors that leak nothing, and
+    saves that land back on the record, named (``RecordFlowMixin``)."""
 
     endpoint_permissions = MODEL_ENDPOINT_PERMISSIONS
     action_permissions = {"delete": Perm.DELETE}
@@ -150,6 +156,7 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
 
     form_base_class = SecureForm
     model_form_converter = BackofficeModelConverter
+    inline_model_form_converter = SearchingInlineConverter
     column_type_formatters = TYPE_FORMATTERS
     column_type_formatters_detail = TYPE_FORMATTERS
 
@@ -323,7 +330,7 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
             return super().update_model(form, model)
         opened = (form.opened_version.data or "").strip()
         current = vars(model).get("_version_at_load", model.version)
-        if opened.isdigit() and int(opened) != current:
+        if opened.isdecimal() and int(opened) != current:
             # The re-rendered form keeps the old version: saving it again conflicts again.
             flash(self._conflict_message(model, int(opened)), "error")
             db.session.rollback()  # whatever this save flushed already (removed phones) goes
@@ -393,7 +400,8 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
 
     def handle_view_exception(self, exc: Exception) -> bool:
         """Show the user what went wrong in words, never the SQL, the values or a traceback."""
-        if is_unavailable(exc) or is_timeout(exc):
+        locked = isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+        if (is_unavailable(exc) or is_timeout(exc)) and not locked:
             # Not "could not be saved because of an unexpected error" on a form that then
             # fails to render: the app's 503 page ("temporarily unavailable", "took too long").
             raise exc
@@ -411,6 +419,17 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
                 _(
                     "This record was changed by someone else since you opened it. "
                     "Reload it and make your change again."
+                ),
+                "error",
+            )
+            return True
+        if locked:
+            # SQLite (the embedded default) has one writer at a time: a save that meets another
+            # one is refused whole rather than waited for (PostgreSQL waits).
+            flash(
+                _(
+                    "Another change was being saved at the same moment, so nothing of yours "
+                    "was saved. Save again."
                 ),
                 "error",
             )

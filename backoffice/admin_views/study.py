@@ -34,7 +34,7 @@ class PatientClinicFilter(BaseSQLAFilter):
         return lazy_gettext("equals")
 
     def validate(self, value: Any) -> bool:
-        return str(value).isdigit()
+        return str(value).isdecimal() and len(str(value)) < 12
 
 
 class ClinicOptions:

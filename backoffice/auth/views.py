@@ -113,7 +113,7 @@ def enforce_session_lifetime() -> Any:
 
 def _user_id_from_session() -> int | None:
     raw = str(session.get("_user_id", "")).partition(":")[0]
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if raw.isdecimal() else None
 
 
 def _login_rate_limit() -> str:

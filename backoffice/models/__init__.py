@@ -2,27 +2,36 @@
 
 from backoffice.models.audit import AuditEntry, AuditHead, ImportBatch
 from backoffice.models.base import LabeledEnum, utcnow
+from backoffice.models.care_team import CareTeamMember, CareTeamRole, CareTeamStatus
 from backoffice.models.clinic import Clinic, clinic_holding_name
-from backoffice.models.doctor import Doctor, DoctorPhone, PhoneKind, Specialty
+from backoffice.models.doctor import Doctor, DoctorPhone, DoctorSpecialty, PhoneKind, Specialty
 from backoffice.models.integrity import DeletionRefused, register_integrity_guards
-from backoffice.models.patient import Patient
+from backoffice.models.patient import AdministrativeSex, Patient, PatientPhone
+from backoffice.models.record_counter import RecordCounter
 from backoffice.models.study import Study, StudyType, Urgency
 from backoffice.models.study_summary import PatientStudySummary
 from backoffice.models.user import Role, RoleName, User
 
 __all__ = [
+    "AdministrativeSex",
     "AuditEntry",
     "AuditHead",
     "ImportBatch",
+    "CareTeamMember",
+    "CareTeamRole",
+    "CareTeamStatus",
     "Clinic",
     "clinic_holding_name",
     "DeletionRefused",
     "Doctor",
     "DoctorPhone",
+    "DoctorSpecialty",
     "LabeledEnum",
     "Patient",
+    "PatientPhone",
     "PatientStudySummary",
     "PhoneKind",
+    "RecordCounter",
     "Role",
     "RoleName",
     "Specialty",
@@ -37,5 +46,15 @@ __all__ = [
 # SQLite reuses the id of a deleted row unless the table is AUTOINCREMENT: the audit history of a
 # deleted record and of a new one would mix, and a restore could not take its id back. Set here
 # once for every audited table (migration 0005 does the same to existing SQLite databases).
-for _model in (Clinic, Doctor, DoctorPhone, Patient, Study, User, ImportBatch):
+for _model in (
+    Clinic,
+    Doctor,
+    DoctorPhone,
+    Patient,
+    PatientPhone,
+    CareTeamMember,
+    Study,
+    User,
+    ImportBatch,
+):
     _model.__table__.dialect_options["sqlite"]["autoincrement"] = True

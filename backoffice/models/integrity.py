@@ -22,6 +22,7 @@ def _count(session: Session, column, value: int) -> int:  # noqa: ANN001
 
 def deletion_blockers(session: Session, obj: object) -> str | None:
     """Say what prevents ``obj`` from being deleted, or None if nothing does."""
+    from backoffice.models.care_team import CareTeamMember
     from backoffice.models.clinic import Clinic
     from backoffice.models.doctor import Doctor
     from backoffice.models.patient import Patient
@@ -54,6 +55,7 @@ def deletion_blockers(session: Session, obj: object) -> str | None:
         elif isinstance(obj, Doctor):
             referred = _count(session, Patient.referring_doctor_id, obj.id)
             ordered = _count(session, Study.ordering_doctor_id, obj.id)
+            teams = _count(session, CareTeamMember.doctor_id, obj.id)
             parts = []
             if referred:
                 parts.append(
@@ -61,6 +63,10 @@ def deletion_blockers(session: Session, obj: object) -> str | None:
                 )
             if ordered:
                 parts.append(ngettext("%(num)d ordered study", "%(num)d ordered studies", ordered))
+            if teams and not referred:
+                parts.append(
+                    ngettext("%(num)d patient's care team", "%(num)d patients' care teams", teams)
+                )
             if parts:
                 return _(
                     "Doctor %(name)s cannot be deleted: %(what)s still point to them. "

@@ -1,7 +1,7 @@
 """One clinic name whatever its case or accents: a normalised unique key kept by the database
 
 Revision ID: 0012_hardening
-Revises: 0010_study_date_cover_id
+Revises: 0014b_doctor_profile
 
 ``Clínica Roma``, ``clinica roma`` and ``CLINICA  ROMA`` were three clinics. ``clinic.name_key``
 holds the name folded (accents removed, lower case, inner spaces collapsed) by the database
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_hardening"
-down_revision = "0010_study_date_cover_id"
+down_revision = "0014b_doctor_profile"
 branch_labels = None
 depends_on = None
 
