@@ -1,10 +1,11 @@
 """Malformed and hostile parameters get the page, a 400 or a 404 with a message, never a 500.
 
 The walk is discovered, not listed: every GET route of the app's ``url_map`` (so a view added
-later is walked too) with a fixed set of hostile values for every parameter the app reads
-(Flask-Admin's list arguments, each view's filters, the listing's arguments, ids, ajax
-look-ups), and every create and edit form of every model view with each of its fields set, one
-at a time, to each hostile value. Nothing may answer 500 or raise.
+later is walked too) with a fixed set of hostile values in every argument the route reads (found
+by recording what it reads), each view's filters and a create form's fields; every create and
+edit form of every model view, inline rows included; every POST-only route. The values that
+break parsers (``EACH``) go into each argument or field on its own, the others (``TOGETHER``:
+sizes, formats, characters) into all of them at once. Nothing may answer 500 or raise.
 """
 
 from __future__ import annotations
