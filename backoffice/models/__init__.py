@@ -6,11 +6,20 @@ from backoffice.models.clinic import Clinic
 from backoffice.models.doctor import Doctor, DoctorPhone, PhoneKind, Specialty
 from backoffice.models.integrity import DeletionRefused, register_integrity_guards
 from backoffice.models.patient import Patient
-from backoffice.models.study import Study, StudyType, Urgency
+from backoffice.models.report import Report, ReportAddendum
+from backoffice.models.study import (
+    CLINICAL_COLUMNS,
+    Study,
+    StudyEvent,
+    StudyStatus,
+    StudyType,
+    Urgency,
+)
 from backoffice.models.study_summary import PatientStudySummary
 from backoffice.models.user import Role, RoleName, User
 
 __all__ = [
+    "CLINICAL_COLUMNS",
     "AuditEntry",
     "AuditHead",
     "ImportBatch",
@@ -22,10 +31,14 @@ __all__ = [
     "Patient",
     "PatientStudySummary",
     "PhoneKind",
+    "Report",
+    "ReportAddendum",
     "Role",
     "RoleName",
     "Specialty",
     "Study",
+    "StudyEvent",
+    "StudyStatus",
     "StudyType",
     "Urgency",
     "User",
@@ -36,5 +49,15 @@ __all__ = [
 # SQLite reuses the id of a deleted row unless the table is AUTOINCREMENT: the audit history of a
 # deleted record and of a new one would mix, and a restore could not take its id back. Set here
 # once for every audited table (migration 0005 does the same to existing SQLite databases).
-for _model in (Clinic, Doctor, DoctorPhone, Patient, Study, User, ImportBatch):
+for _model in (
+    Clinic,
+    Doctor,
+    DoctorPhone,
+    Patient,
+    Study,
+    User,
+    ImportBatch,
+    Report,
+    ReportAddendum,
+):
     _model.__table__.dialect_options["sqlite"]["autoincrement"] = True
