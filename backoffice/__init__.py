@@ -83,6 +83,9 @@ def register_extensions(app: Flask) -> None:
     from backoffice.services.audit import register_audit_hooks
 
     register_audit_hooks()
+    from backoffice.auth.scope import register_scope
+
+    register_scope(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             _tune_sqlite(db.engine)

@@ -373,6 +373,7 @@ def test_users_created_edited_and_role_changes_recorded_without_any_hash(browser
         "display_name": "Nora",
         "active": True,
         "locale": None,
+        "doctor_id": None,
         "roles": ["OPERATOR"],
     }
     assert_by(created, admin)

@@ -26,10 +26,11 @@ def _column_value(model: type, key: str, value: Any) -> Any:
     column = inspect(model).columns.get(key)
     if column is None:
         return value
-    if isinstance(column.type, Date) and isinstance(value, str):
-        return date.fromisoformat(value)
-    if isinstance(column.type, DateTime) and isinstance(value, str):
+    sql_type = getattr(column.type, "impl", column.type)  # UTCDateTime is a TypeDecorator
+    if isinstance(sql_type, DateTime) and isinstance(value, str):
         return datetime.fromisoformat(value)
+    if isinstance(sql_type, Date) and isinstance(value, str):
+        return date.fromisoformat(value)
     return value
 
 

@@ -1,0 +1,301 @@
+"""The record scope: which patients and studies a user may reach, as one rule at the query level.
+
+Roles say what a user may do (``permissions.py``); the scope says to which records. A doctor
+(the role) reaches the studies they ordered or are assigned to report, and those studies'
+patients; the other roles reach every record. The rule is written once, per scoped entity
+(``SCOPED``), and applied where every door ends:
+
+- every ORM SELECT, through a ``do_orm_execute`` session event that adds
+  ``with_loader_criteria`` for each scoped entity (aliases, joins, subqueries, relationship
+  loads and counts included): lists, their counts, details, edit, ajax look-ups, the listing,
+  the dashboard, history;
+- ``Session.get`` of a record already in the identity map (it answers without SQL): checked
+  by ``get_check`` (see ``backoffice.extensions.Session``);
+- Core SELECTs run on a connection of their own (exports): ``scoped_statement`` adds the same
+  criteria to the statement itself;
+- plain-SQL shortcuts that cannot carry the rule (PostgreSQL's row estimates, the per-patient
+  study summary) ask ``current_scope().restricted`` and take the exact, scoped path instead.
+
+Outside a request, nothing is in scope until the code says so: a command opens the scope with
+``unscoped(reason)``, which is recorded in the audit trail (``SCOPE_LIFTED``). A query of a
+scoped entity without a scope raises ``ScopeRequired`` instead of answering.
+
+Extending the rule (clinics, care teams): a ``Scope`` grows a field, ``study_clause`` and
+``patient_clause`` OR it in; an entity that belongs to a study or a patient registers its rule
+in ``SCOPED`` (``tests/test_scope.py`` fails for a model with such a key that does not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from flask import Flask, g, has_request_context
+from sqlalchemy import event, false, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlalchemy.sql.elements import ColumnElement
+
+from backoffice.models import (
+    Patient,
+    PatientStudySummary,
+    Report,
+    ReportAddendum,
+    RoleName,
+    Study,
+    StudyEvent,
+)
+
+log = logging.getLogger("backoffice.scope")
+
+#: roles that reach every record (issue 16 narrows them to their clinics)
+UNRESTRICTED_ROLES = frozenset(
+    {RoleName.ADMIN, RoleName.MANAGER, RoleName.OPERATOR, RoleName.SUPPORT}
+)
+
+STUDY = Study.__table__
+REPORT = Report.__table__
+
+
+class ScopeRequired(RuntimeError):
+    """A scoped entity was queried outside a request without ``unscoped`` around it."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a user may reach: everything, or the records of some doctors."""
+
+    everything: bool = False
+    doctor_ids: frozenset[int] = field(default_factory=frozenset)
+    #: no scope was set at all (outside a request): queries of scoped entities raise
+    missing: bool = False
+
+    @property
+    def restricted(self) -> bool:
+        return not self.everything
+
+    def study_clause(self, study: Any) -> ColumnElement:
+        """The studies in scope, for ``study`` (the model, an alias or the table)."""
+        if self.everything:
+            return ~false()
+        parts = []
+        if self.doctor_ids:
+            ids = sorted(self.doctor_ids)
+            parts.append(study.ordering_doctor_id.in_(ids))
+            parts.append(study.reporting_doctor_id.in_(ids))
+        return or_(*parts) if parts else false()
+
+    def study_ids(self) -> Any:
+        return select(STUDY.c.id).where(self.study_clause(STUDY))
+
+    def patient_ids(self) -> Any:
+        """The patients of the studies in scope."""
+        return select(STUDY.c.patient_id).where(self.study_clause(STUDY))
+
+    def patient_clause(self, patient: Any) -> ColumnElement:
+        if self.everything:
+            return ~false()
+        return patient.id.in_(self.patient_ids())
+
+    @cached_property
+    def criteria(self) -> tuple[Any, ...]:
+        """The loader criteria that narrow an ORM statement to this scope."""
+        if self.everything:
+            return ()
+        return tuple(
+            with_loader_criteria(model, rule(self, model), include_aliases=True)
+            for model, rule in SCOPED.items()
+        )
+
+
+EVERYTHING = Scope(everything=True)
+NOTHING = Scope()
+MISSING = Scope(missing=True)
+
+# The rule of each scoped entity: the rows of ``model`` a scope reaches.
+SCOPED: dict[type, Callable[[Scope, Any], ColumnElement]] = {
+    Study: lambda scope, m: scope.study_clause(m),
+    Patient: lambda scope, m: scope.patient_clause(m),
+    PatientStudySummary: lambda scope, m: m.patient_id.in_(scope.patient_ids()),
+    StudyEvent: lambda scope, m: m.study_id.in_(scope.study_ids()),
+    Report: lambda scope, m: m.study_id.in_(scope.study_ids()),
+    ReportAddendum: lambda scope, m: m.report_id.in_(
+        select(REPORT.c.id).where(REPORT.c.study_id.in_(scope.study_ids()))
+    ),
+}
+
+
+def scope_for_user(user: Any) -> Scope:
+    """The scope of a user: the union of their roles' (a doctor who is also an operator
+    reaches everything); a doctor user without a linked Doctor record reaches nothing."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return NOTHING
+    if not getattr(user, "is_active", False):
+        return NOTHING
+    roles = user.role_names
+    if roles & UNRESTRICTED_ROLES:
+        return EVERYTHING
+    if RoleName.DOCTOR in roles and user.doctor_id is not None:
+        return Scope(doctor_ids=frozenset({user.doctor_id}))
+    return NOTHING
+
+
+# --------------------------------------------------------------------------- the current scope
+
+_override: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+    "record_scope_override", default=None
+)
+_G_SCOPE = "record_scope"
+_G_RESOLVING = "record_scope_resolving"
+
+
+def current_scope() -> Scope:
+    """The scope in force: an explicit one (``unscoped``), else the logged-in user's."""
+    override = _override.get()
+    if override is not None:
+        return override
+    if not has_request_context():
+        return MISSING
+    scope = g.get(_G_SCOPE)
+    if scope is not None:
+        return scope
+    if g.get(_G_RESOLVING):
+        # Loading the user (their row, their roles) is itself a query: nothing is in scope
+        # until it is done, and it reads no scoped entity.
+        return NOTHING
+    from flask_login import current_user
+
+    setattr(g, _G_RESOLVING, True)
+    try:
+        scope = scope_for_user(current_user._get_current_object())
+    finally:
+        setattr(g, _G_RESOLVING, False)
+    setattr(g, _G_SCOPE, scope)
+    return scope
+
+
+def _forget_request_scope(*_args: Any, **_kwargs: Any) -> None:
+    """A login or logout in the middle of a request changes whose scope it is."""
+    if has_request_context():
+        g.pop(_G_SCOPE, None)
+
+
+@contextlib.contextmanager
+def using_scope(scope: Scope) -> Iterator[Scope]:
+    """Run the block in ``scope`` (a job working for a user runs in that user's scope).
+
+    Not a way to widen anyone's reach: use ``unscoped``, which is recorded.
+    """
+    token = _override.set(scope)
+    try:
+        yield scope
+    finally:
+        _override.reset(token)
+
+
+@contextlib.contextmanager
+def unscoped(reason: str) -> Iterator[Scope]:
+    """Every record is in scope inside the block; recorded in the audit trail with the reason
+    and whoever is acting (a command's ``--operator``, or the logged-in user).
+
+    The entry is written in a short transaction of its own before the block runs: call it
+    before the block's own writes (it takes the head of the audit chain for a moment).
+    """
+    _record_lift(reason)
+    with using_scope(EVERYTHING) as scope:
+        yield scope
+
+
+def _record_lift(reason: str) -> None:
+    from backoffice.extensions import db
+    from backoffice.services.audit import append_entries, make_entry
+
+    entry = make_entry("SCOPE_LIFTED", details={"reason": reason})
+    bind = db.engine
+    if isinstance(bind, Connection):  # the test suite binds the app to one connection
+        with bind.begin_nested():
+            append_entries(bind, [entry])
+    else:
+        with bind.begin() as conn:
+            append_entries(conn, [entry])
+    log.info("record scope lifted: %s", reason)
+
+
+# --------------------------------------------------------------------------- the doors
+
+
+def _scope_statement(state: ORMExecuteState) -> None:
+    """``do_orm_execute``: every ORM SELECT gets the scope's criteria."""
+    if not state.is_select or state.is_column_load:
+        return
+    scope = current_scope()
+    if scope.everything:
+        return
+    if scope.missing and any(m.class_ in SCOPED for m in state.all_mappers):
+        raise ScopeRequired(
+            "patients and studies were queried outside a request without a scope: "
+            "wrap the work in backoffice.auth.scope.unscoped(reason)"
+        )
+    state.statement = state.statement.options(*scope.criteria)
+
+
+def scoped_statement(statement: Any) -> Any:
+    """A Core SELECT built from the models, narrowed to the current scope (for statements run
+    on a connection of their own, which no session event sees: exports)."""
+    scope = current_scope()
+    if scope.everything:
+        return statement
+    if scope.missing:
+        raise ScopeRequired("an export ran outside a request without a scope")
+    return statement.options(*scope.criteria)
+
+
+def get_check(session: Session, obj: Any) -> bool:
+    """May ``session.get`` return ``obj``? It may have come from the identity map without SQL;
+    a scoped entity is then looked up again, through the rule."""
+    model = type(obj)
+    if model not in SCOPED:
+        return True
+    scope = current_scope()
+    if scope.everything:
+        return True
+    if scope.missing:
+        raise ScopeRequired(f"{model.__name__} was looked up outside a request without a scope")
+    pk = model.__mapper__.primary_key[0]
+    found = session.execute(select(pk).where(pk == getattr(obj, pk.key))).first()
+    return found is not None
+
+
+def is_visible(model: type, record_id: Any) -> bool:
+    """Whether a record of ``model`` with this id exists and is in scope."""
+    from backoffice.extensions import db
+
+    if not str(record_id).isdigit():
+        return False
+    pk = model.__mapper__.primary_key[0]
+    return db.session.execute(select(pk).where(pk == int(record_id))).first() is not None
+
+
+def register_scope(app: Flask) -> None:
+    """Put the rule on every session and every request of ``app`` (idempotent)."""
+    from flask_login import user_logged_in, user_logged_out
+
+    from backoffice.extensions import Session as BackofficeSession
+
+    if not event.contains(Session, "do_orm_execute", _scope_statement):
+        event.listen(Session, "do_orm_execute", _scope_statement)
+    if get_check not in BackofficeSession.get_checks:
+        BackofficeSession.get_checks.append(get_check)
+    user_logged_in.connect(_forget_request_scope, app)
+    user_logged_out.connect(_forget_request_scope, app)
+
+    @app.before_request
+    def _no_scope_carried_over() -> None:
+        # A request starts from its user's scope, never from one left in this thread's context.
+        _override.set(None)
+        g.pop(_G_SCOPE, None)
