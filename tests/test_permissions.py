@@ -1,15 +1,19 @@
-"""The role matrix, enforced on the server for every endpoint, role and HTTP method.
+"""The role matrix, enforced on the server for every endpoint, role and HTTP method, and the
+record scope of the doctor role on every endpoint that names a patient or a study.
 
 ``EXPECTED`` is the whole table. ``test_every_endpoint_is_in_the_matrix`` fails as soon as the app
 grows an endpoint that is not listed here, so a new page cannot ship without a declared rule.
 CSRF stays on: every POST carries a real token taken from a rendered page.
+
+The doctor walks the matrix on records of their own (a study they ordered); the scope walk then
+sends them, endpoint by endpoint, to another doctor's study and patient: 404, nothing changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import select, text
@@ -19,13 +23,15 @@ from backoffice.models import RoleName
 from tests.conftest import csrf_token_from, make_user
 from tests.factories import make_clinic, make_doctor, make_patient, make_study
 
-ADMIN, MANAGER, OPERATOR, SUPPORT = "ADMIN", "MANAGER", "OPERATOR", "SUPPORT"
-EVERYONE = frozenset({ADMIN, MANAGER, OPERATOR, SUPPORT})
+ADMIN, MANAGER, OPERATOR, SUPPORT, DOCTOR = "ADMIN", "MANAGER", "OPERATOR", "SUPPORT", "DOCTOR"
+EVERYONE = frozenset({ADMIN, MANAGER, OPERATOR, SUPPORT, DOCTOR})
 NOBODY: frozenset[str] = frozenset()
 ADMIN_ONLY = frozenset({ADMIN})
 CREATORS = frozenset({ADMIN, OPERATOR})
 EDITORS = frozenset({ADMIN, OPERATOR, SUPPORT})
-EXPORTERS = frozenset({ADMIN, MANAGER})
+EXPORTERS = frozenset({ADMIN, MANAGER, DOCTOR})
+FRONT_DESK = frozenset({ADMIN, OPERATOR})  # the workflow's moves (admins also reopen)
+DOCTORS = frozenset({DOCTOR})
 LOOKUP = CREATORS | EDITORS  # ajax look-ups serve the create and edit forms
 
 # Who may use each (endpoint, method): the issue's permission matrix.
@@ -48,6 +54,18 @@ for _v in RECORD_VIEWS:
             (f"{_v}.history_view", "GET"): EVERYONE,
         }
     )
+# A study's moves and its report.
+EXPECTED.update(
+    {
+        ("study.transition_view", "POST"): FRONT_DESK,
+        ("study.bulk_move_view", "POST"): FRONT_DESK,
+        ("study.report_view", "GET"): EVERYONE,
+        ("study.report_print_view", "GET"): EVERYONE,
+        ("study.report_pdf_view", "GET"): EVERYONE,
+        ("study.report_save_view", "POST"): DOCTORS,
+        ("study.addendum_view", "POST"): DOCTORS,
+    }
+)
 for _m in (
     "index_view",
     "details_view",
@@ -150,20 +168,59 @@ class World:
     study_id: int
     user_id: int
     audit_entry_id: int
+    #: a study of the same patient, reported (its report signed): the report's pages
+    reported_study_id: int = 0
+    #: another doctor's study and patient, out of the doctor role's reach
+    other_patient_id: int = 0
+    other_study_id: int = 0
 
 
 @pytest.fixture
 def world() -> World:
+    from backoffice.models import AuditEntry, Report, StudyStatus
+
     clinic = make_clinic("Matrix Clinic", city="Puebla")
     doctor = make_doctor("Marta", "Matrix", clinic=clinic, phones=["55 1111 2222"])
+    # The doctor user of the walk is Dr. Matrix: the study is theirs to see (they ordered it).
     patient = make_patient("Pablo", "Matrix", mrn="MX-1", email="pablo@matrix.example.com")
-    study = make_study(patient=patient)
+    study = make_study(patient=patient, ordering_doctor=doctor)
+    reported = make_study(
+        patient=patient,
+        ordering_doctor=doctor,
+        reporting_doctor=doctor,
+        status=StudyStatus.PERFORMED,
+        body_part="KNEE",
+    )
+    db.session.add(
+        Report(
+            study=reported,
+            number=1,
+            findings="Normal knee.",
+            impression="Normal.",
+            author_id=doctor.id,
+            signed_at=datetime(2026, 1, 2, 10, 0, tzinfo=UTC),
+            signed_as="Dr. Marta Matrix",
+        )
+    )
+    reported.status = StudyStatus.REPORTED
+    other_doctor = make_doctor("Otto", "Other", clinic=clinic)
+    other_patient = make_patient("Olga", "Other", mrn="MX-2", email="olga@matrix.example.com")
+    other_study = make_study(patient=other_patient, ordering_doctor=other_doctor)
     target = make_user("target@matrix.example.com", RoleName.SUPPORT)
     db.session.commit()
-    from backoffice.models import AuditEntry
 
     entry_id = db.session.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
-    return World(clinic.id, doctor.id, patient.id, study.id, target.id, entry_id)
+    return World(
+        clinic.id,
+        doctor.id,
+        patient.id,
+        study.id,
+        target.id,
+        entry_id,
+        reported_study_id=reported.id,
+        other_patient_id=other_patient.id,
+        other_study_id=other_study.id,
+    )
 
 
 def _record_id(view: str, w: World) -> int:
@@ -242,8 +299,11 @@ def _edit_data(view: str, w: World) -> dict:
     return data
 
 
-def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | None]:
-    """URL and form data for one endpoint, pointing at records that exist."""
+def build_request(
+    endpoint: str, method: str, w: World, record_id: int | None = None
+) -> tuple[str, dict | None]:
+    """URL and form data for one endpoint, pointing at records that exist (``record_id``: this
+    record of the view instead of the world's)."""
     if endpoint == "admin.index":
         return "/admin/", None
     if endpoint == "patient_studies.index":
@@ -265,7 +325,21 @@ def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | Non
         }[step]
     view, name = endpoint.split(".")
     base = f"/admin/{view}/"
-    rid = _record_id(view, w)
+    rid = record_id if record_id is not None else _record_id(view, w)
+    if name == "transition_view":
+        return f"{base}transition/", {"id": str(rid), "transition": "check_in", "version": "1"}
+    if name == "bulk_move_view":
+        return f"{base}bulk/", {"transition": "cancel", "rowid": str(rid), "reason": "Matrix"}
+    if name in ("report_view", "report_print_view", "report_pdf_view"):
+        reported = record_id if record_id is not None else w.reported_study_id
+        page = {"report_view": "", "report_print_view": "print/", "report_pdf_view": "pdf/"}
+        return f"{base}report/{page[name]}?id={reported}", None
+    if name == "report_save_view":
+        data = {"id": str(rid), "study_version": "1", "findings": "F", "impression": "I"}
+        return f"{base}report/save/", data | {"action": "save"}
+    if name == "addendum_view":
+        reported = record_id if record_id is not None else w.reported_study_id
+        return f"{base}report/addendum/", {"id": str(reported), "text": "Matrix addendum"}
     if name == "index_view":
         return base, None
     if name == "details_view":
@@ -303,14 +377,17 @@ def snapshot() -> str:
     return digest.hexdigest()
 
 
-ROLES = ("ADMIN", "MANAGER", "OPERATOR", "SUPPORT", "NO_ROLE", "ANONYMOUS")
+ROLES = ("ADMIN", "MANAGER", "OPERATOR", "SUPPORT", "DOCTOR", "NO_ROLE", "ANONYMOUS")
 CASES = sorted(EXPECTED)
 
 
-def _login(client, role: str) -> None:
+def _login(client, role: str, doctor_id: int | None = None) -> None:
     roles = () if role == "NO_ROLE" else (RoleName(role),)
     email = f"{role.lower()}@matrix.example.com"
-    make_user(email, *roles)
+    user = make_user(email, *roles)
+    if role == "DOCTOR":
+        user.doctor_id = doctor_id
+        db.session.commit()
     page = client.get("/login")
     token = csrf_token_from(page.get_data(as_text=True))
     from tests.conftest import PASSWORD
@@ -337,7 +414,7 @@ def _token(client) -> str:
 def test_role_matrix(client, world, endpoint: str, method: str, role: str):
     allowed = EXPECTED[(endpoint, method)]
     if role != "ANONYMOUS":
-        _login(client, role)
+        _login(client, role, world.doctor_id)
     url, data = build_request(endpoint, method, world)
     db.session.expire_all()
     before = snapshot()
@@ -361,6 +438,9 @@ def test_role_matrix(client, world, endpoint: str, method: str, role: str):
     elif role in allowed:
         assert response.status_code not in (401, 403), response.status_code
         assert not response.headers.get("Location", "").startswith("/login")
+        if role == "DOCTOR" and method == "GET":
+            # The walk's records are the doctor's own: their pages open (not a 404).
+            assert response.status_code != 404, (endpoint, response.status_code)
     else:
         assert response.status_code == 403
         assert "Access denied" in response.get_data(as_text=True)

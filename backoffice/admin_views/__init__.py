@@ -25,6 +25,9 @@ from backoffice.security import csp_nonce
 
 
 def init_admin(app: Flask) -> Admin:
+    from backoffice.admin_views.formatters import status_badge
+
+    app.jinja_env.globals["status_badge"] = status_badge
     admin = Admin(
         app,
         name=app.config["BACKOFFICE_NAME"],

@@ -56,6 +56,9 @@ ACTIONS = (
     "DELETE",
     "RESTORE",
     "REVERT",
+    "TRANSITION",
+    "SIGN",
+    "SCOPE_LIFTED",
     "VIEW",
     "EXPORT",
     "IMPORT",
@@ -108,7 +111,17 @@ class AuditLogView(ReadOnlyModelView):
             AuditEntry.entity,
             _l("Entity"),
             options=[
-                (e, e) for e in ("clinic", "doctor", "doctor_phone", "patient", "study", "user")
+                (e, e)
+                for e in (
+                    "clinic",
+                    "doctor",
+                    "doctor_phone",
+                    "patient",
+                    "study",
+                    "report",
+                    "report_addendum",
+                    "user",
+                )
             ],
         ),
         FilterEqual(AuditEntry.entity_id, _l("Record id")),

@@ -83,11 +83,12 @@ class Scope:
         """The studies in scope, for ``study`` (the model, an alias or the table)."""
         if self.everything:
             return ~false()
+        columns = getattr(study, "c", study)  # a Table's columns are under .c
         parts = []
         if self.doctor_ids:
             ids = sorted(self.doctor_ids)
-            parts.append(study.ordering_doctor_id.in_(ids))
-            parts.append(study.reporting_doctor_id.in_(ids))
+            parts.append(columns.ordering_doctor_id.in_(ids))
+            parts.append(columns.reporting_doctor_id.in_(ids))
         return or_(*parts) if parts else false()
 
     def study_ids(self) -> Any:

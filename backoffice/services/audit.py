@@ -45,6 +45,8 @@ from backoffice.models import (
     Doctor,
     DoctorPhone,
     Patient,
+    Report,
+    ReportAddendum,
     Study,
     User,
     utcnow,
@@ -60,6 +62,8 @@ AUDITED: dict[type, str] = {
     Patient: "patient",
     Study: "study",
     User: "user",
+    Report: "report",
+    ReportAddendum: "report_addendum",
 }
 NEVER_RECORDED = {
     "password_hash",
@@ -85,7 +89,7 @@ SILENT_UPDATES = {
 
 ENTITY_MODELS: dict[str, type] = {v: k for k, v in AUDITED.items()}
 # Records that carry a version number (the edit forms' conflict check).
-VERSIONED = (Clinic, Doctor, Patient, Study)
+VERSIONED = (Clinic, Doctor, Patient, Study, Report)
 
 
 # --------------------------------------------------------------------------- who is acting
@@ -214,6 +218,12 @@ def _diff(obj: Any) -> dict[str, list[Any]]:
 
 
 def _parent(obj: Any) -> tuple[str | None, str | None]:
+    # A report and its addenda are part of the study's record: its history shows them.
+    if isinstance(obj, Report):
+        return "study", None if obj.study_id is None else str(obj.study_id)
+    if isinstance(obj, ReportAddendum):
+        report = obj.report
+        return "study", None if report is None else str(report.study_id)
     if isinstance(obj, DoctorPhone):
         doctor_id = obj.doctor_id if obj.doctor_id is not None else getattr(obj.doctor, "id", None)
         return "doctor", None if doctor_id is None else str(doctor_id)
@@ -593,11 +603,16 @@ def entries_since_version(entity: str, entity_id: Any, version: int) -> list[Aud
             (
                 (AuditEntry.entity == entity)
                 & (AuditEntry.entity_id == key)
-                & AuditEntry.action.in_(("UPDATE", "REVERT", "RESTORE", "IMPORT_UPDATE"))
+                & AuditEntry.action.in_(
+                    ("UPDATE", "TRANSITION", "REVERT", "RESTORE", "IMPORT_UPDATE")
+                )
             )
             | (
+                # children whose entries carry the parent's version (a doctor's phones; a
+                # study's report has a version of its own)
                 (AuditEntry.parent_entity == entity)
                 & (AuditEntry.parent_id == key)
+                & (AuditEntry.entity == "doctor_phone")
                 & AuditEntry.action.in_(("CREATE", "UPDATE", "DELETE", "REVERT", "RESTORE"))
             )
         )
