@@ -743,16 +743,21 @@ def export_response(request: ExportRequest, fmt: str) -> Response:
         raise ValueError(f"unknown export format {fmt!r}")
     from backoffice.services.audit import current_actor
 
+    from backoffice.auth.scope import scoped_statement
+
     request.bind = db.engine
     request.actor = current_actor()
     dialect = request.bind.dialect.name
     # The SELECT is built here, while the request is alive; the generator only runs it.
+    # The rows are read on a connection of the export's own, which no session event sees: the
+    # statement carries the user's record scope itself (backoffice/auth/scope.py).
     if fmt == "csv":
         copy = uses_copy(request.bind)
-        statement = request.select_for([c.for_csv(dialect, copy) for c in request.columns])
+        columns = [c.for_csv(dialect, copy) for c in request.columns]
+        statement = scoped_statement(request.select_for(columns))
         body = stream_csv(request, statement)
     else:
-        statement = request.select_for([c.for_xlsx() for c in request.columns])
+        statement = scoped_statement(request.select_for([c.for_xlsx() for c in request.columns]))
         body = stream_xlsx(request, statement)
     name = file_name(request.file_stem, fmt)
     response = Response(body, mimetype=MIME_TYPES[fmt])
