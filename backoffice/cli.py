@@ -87,9 +87,12 @@ def seed_command(patients: int, studies: int, demo_users: bool) -> None:
 
     if demo_users and current_app.config.get("ENV_NAME") == "production":
         raise click.UsageError("Demo users are never created in production.")
+    from backoffice.auth.scope import unscoped
+
     password = current_app.config["DEMO_PASSWORD"] if demo_users else None
-    report = seed_demo(patients=patients, studies=studies, demo_password=password)
-    db.session.commit()
+    with unscoped("flask seed: demo data"):
+        report = seed_demo(patients=patients, studies=studies, demo_password=password)
+        db.session.commit()
     if report.total():
         details = ", ".join(f"{n} {kind}" for kind, n in sorted(report.created.items()))
         click.echo(f"Seeded: {details}.")
@@ -128,8 +131,15 @@ def _get_user(email: str):  # noqa: ANN202
     "roles",
     multiple=True,
     required=True,
-    type=click.Choice(["admin", "manager", "operator", "support"], case_sensitive=False),
+    type=click.Choice(["admin", "manager", "operator", "support", "doctor"], case_sensitive=False),
     help="Role to grant; repeat for several.",
+)
+@click.option(
+    "--doctor",
+    "doctor_key",
+    default=None,
+    metavar="EMAIL|ID",
+    help="With --role doctor: the doctor record (email or id) the user is.",
 )
 @click.option("--name", "display_name", default=None, help="Display name (default: the email).")
 @click.option(
@@ -139,21 +149,29 @@ def _get_user(email: str):  # noqa: ANN202
     help="Environment variable to read the password from instead of prompting.",
 )
 def users_create(
-    email: str, roles: tuple[str, ...], display_name: str | None, password_env: str
+    email: str,
+    roles: tuple[str, ...],
+    doctor_key: str | None,
+    display_name: str | None,
+    password_env: str,
 ) -> None:
     """Create a user with one or more roles (password prompted, or read from --password-env)."""
     from backoffice.auth.events import security_event
-    from backoffice.services.users import create_user
+    from backoffice.services.users import create_user, find_doctor
 
     password = _read_password(password_env, prompt=True)
     try:
-        user = create_user(email, display_name or email.split("@")[0], roles, password)
+        doctor = find_doctor(doctor_key) if doctor_key else None
+        user = create_user(
+            email, display_name or email.split("@")[0], roles, password, doctor=doctor
+        )
     except ValueError as exc:  # UserError and RuleError (e.g. a malformed email)
         raise click.ClickException(str(exc)) from None
     db.session.commit()
     security_event("user_created", user.id, by="command")
     names = ", ".join(sorted(r.name.value for r in user.roles))
-    click.echo(f"Created user {user.email} with roles {names}.")
+    linked = f", linked to {user.doctor}" if user.doctor_id else ""
+    click.echo(f"Created user {user.email} with roles {names}{linked}.")
 
 
 @users_cli.command("set-password")

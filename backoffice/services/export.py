@@ -741,9 +741,8 @@ def export_response(request: ExportRequest, fmt: str) -> Response:
     """A streamed download of ``request`` as ``fmt`` (csv or xlsx)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
-    from backoffice.services.audit import current_actor
-
     from backoffice.auth.scope import scoped_statement
+    from backoffice.services.audit import current_actor
 
     request.bind = db.engine
     request.actor = current_actor()
