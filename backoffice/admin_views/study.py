@@ -114,7 +114,6 @@ class StudyView(StudyWorkflowMixin, StudyReportMixin, SecuredModelView):
         "reporting_doctor",
         "accession_number",
         "scheduled_for",
-        "cancel_reason",
         "created_at",
         "updated_at",
     )

@@ -224,7 +224,7 @@ class Study(TimestampMixin, VersionedMixin, db.Model):
         return signed[-1] if signed else None
 
     def __str__(self) -> str:
-        kind = self.study_type.value if self.study_type else "?"
+        kind = self.study_type.label if self.study_type else "?"
         when = self.study_date.isoformat() if self.study_date else ""
         return f"{kind} {self.body_part or ''} {when}".strip()
 

@@ -278,10 +278,14 @@ def _status_for(rng: random.Random, when: date, today: date) -> StudyStatus:
     s = StudyStatus
     if age <= 0:
         return rng.choices(
-            [s.ORDERED, s.SCHEDULED, s.ARRIVED, s.IN_PROGRESS, s.PERFORMED], [2, 5, 2, 1, 2]
+            [s.ORDERED, s.SCHEDULED, s.ARRIVED, s.IN_PROGRESS, s.PERFORMED], [2, 4, 3, 2, 3]
         )[0]
-    if age <= 3:
-        return rng.choices([s.PERFORMED, s.REPORTED, s.NO_SHOW, s.CANCELLED], [5, 3, 1, 1])[0]
+    if age <= 7:
+        # the coming days' appointments (moved forward by _live), orders to book, recent work
+        return rng.choices(
+            [s.SCHEDULED, s.ORDERED, s.PERFORMED, s.REPORTED, s.NO_SHOW, s.CANCELLED],
+            [4, 2, 3, 3, 1, 1],
+        )[0]
     return rng.choices([s.REPORTED, s.PERFORMED, s.CANCELLED, s.NO_SHOW], [80, 6, 7, 7])[0]
 
 

@@ -106,7 +106,7 @@ TRANSITIONS: tuple[Transition, ...] = (
         Perm.NO_SHOW,
         "no_show_at",
         importable=True,
-        style="outline-secondary",
+        style="outline-dark",
     ),
     Transition(
         "cancel",
