@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app, has_app_context
 from flask_babel import format_datetime
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
 from backoffice.auth.permissions import user_can
@@ -145,23 +146,40 @@ def make_move(
         move = rule(code)
     except KeyError:
         raise WorkflowError(_("There is no such step.")) from None
+    if user is not None and not user_can(user, move.permission):
+        raise NotPermitted(_("Your role does not allow “%(action)s”.", action=move.label))
     if move.code == "order":
         raise WorkflowError(_("A study is ordered by creating it."))
     reason = _check(study, move, user, expected_version, reason, scheduled_for, via_report)
-    return _apply(study, move, reason=reason, scheduled_for=scheduled_for)
+    return _apply(study, move, user=user, reason=reason, scheduled_for=scheduled_for)
+
+
+def _who(user: Any) -> tuple[int | None, str | None]:
+    """Who makes a move: the user given, else whoever is acting (a command's operator)."""
+    from backoffice.services.audit import current_actor
+
+    if user is not None and getattr(user, "id", None) is not None:
+        return user.id, user.email
+    actor = current_actor()
+    return actor.user_id, actor.label
 
 
 def _apply(
-    study: Study, move: Transition, *, reason: str | None, scheduled_for: datetime | None
+    study: Study,
+    move: Transition,
+    *,
+    user: Any,
+    reason: str | None,
+    scheduled_for: datetime | None,
 ) -> StudyEvent:
-    from backoffice.services.audit import audit_as, current_actor
+    from backoffice.services.audit import audit_as
 
     now = utcnow()
     old = StudyStatus(study.status) if study.status is not None else None
     details = {"transition": move.code, "from": old.value if old else None, "to": move.target}
     if reason:
         details["reason"] = reason
-    actor = current_actor()
+    user_id, label = _who(user)
     with audit_as("TRANSITION", details):
         study.status = move.target
         if move.stamp == "scheduled_for":
@@ -180,35 +198,49 @@ def _apply(
             from_status=old,
             to_status=move.target,
             at=now,
-            user_id=actor.user_id,
-            actor_label=actor.label,
+            user_id=user_id,
+            actor_label=label,
             reason=reason,
             scheduled_for=scheduled_for if move.needs_time else None,
         )
         db.session.add(event)
+        label = str(study)  # the failed flush below leaves nothing to read
         try:
             db.session.flush()
-        except StaleDataError:
-            raise StaleStudy(stale_message(study, None)) from None
+        except (StaleDataError, OperationalError) as exc:
+            # Changed between our read and our write: the version check of the UPDATE found a
+            # newer row, or (SQLite, one writer at a time) another transaction wrote first and
+            # this one's snapshot cannot become a write. The same race, lost the same way.
+            if isinstance(exc, OperationalError) and not _sqlite_busy(exc):
+                raise
+            raise StaleStudy(
+                _(
+                    "%(study)s was changed by someone else at the same moment: nothing was "
+                    "done. Reload it and try again.",
+                    study=label,
+                )
+            ) from None
     return event
 
 
-def order_study(study: Study) -> StudyEvent:
-    """A new study, ordered now: ORDERED, its order time, its first event (flushed)."""
-    from backoffice.services.audit import current_actor
+def _sqlite_busy(exc: OperationalError) -> bool:
+    return exc.connection_invalidated is False and "database is locked" in str(exc.orig)
 
+
+def order_study(study: Study, user: Any = None) -> StudyEvent:
+    """A new study, ordered now: ORDERED, its order time, its first event (flushed)."""
     move = rule("order")
     study.status = StudyStatus.ORDERED
     study.ordered_at = study.ordered_at or utcnow()
-    actor = current_actor()
+    user_id, label = _who(user)
     event = StudyEvent(
         study=study,
         transition=move.code,
         from_status=None,
         to_status=StudyStatus.ORDERED,
         at=study.ordered_at,
-        user_id=actor.user_id,
-        actor_label=actor.label,
+        user_id=user_id,
+        actor_label=label,
     )
     db.session.add(event)
     db.session.flush()
