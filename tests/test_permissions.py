@@ -499,3 +499,67 @@ def test_delete_by_get_is_refused(client, world):
         ).scalar()
         == 1
     )
+
+
+# --------------------------------------------------------------------------- the record scope
+
+# Every endpoint that names a patient or a study (by ``id``, ``rowid`` or ``list_form_pk``).
+NAMED_RECORD = sorted(
+    (endpoint, method)
+    for endpoint, method in EXPECTED
+    if endpoint.split(".")[0] in ("patient", "study")
+    and endpoint.split(".")[1] not in ("index_view", "create_view", "ajax_lookup", "export")
+)
+
+
+def test_the_scope_walk_covers_every_record_endpoint(app):
+    """A new endpoint of the patient or study views must be placed: walked, or named here as
+    one that names no record (its lists are checked by tests/test_scope.py)."""
+    unnamed = {"index_view", "create_view", "ajax_lookup", "export"}
+    for endpoint, _method in app_endpoints(app):
+        view, _sep, name = endpoint.partition(".")
+        if view in ("patient", "study") and name not in unnamed and name != "static":
+            assert any(e == endpoint for e, _m in NAMED_RECORD), endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method"), NAMED_RECORD, ids=[f"{e}-{m}" for e, m in NAMED_RECORD]
+)
+def test_a_doctor_gets_404_on_another_doctors_study_and_patient(client, world, endpoint, method):
+    """Through every endpoint that names a record, whatever the role allows there: 404, nothing
+    sent of the record, nothing changed."""
+    _login(client, "DOCTOR", world.doctor_id)
+    view = endpoint.split(".")[0]
+    other = world.other_study_id if view == "study" else world.other_patient_id
+    url, data = build_request(endpoint, method, world, record_id=other)
+    if (
+        data is not None
+        and "rowid" in data
+        and view == "study"
+        and endpoint.endswith("action_view")
+    ):
+        data["action"] = "check_in"
+    db.session.expire_all()
+    before = snapshot()
+    if method == "POST":
+        response = client.post(url, data={**(data or {}), "csrf_token": _token(client)})
+    else:
+        response = client.get(url)
+    db.session.expire_all()
+    assert response.status_code == 404, (endpoint, response.status_code)
+    page = response.get_data(as_text=True)
+    assert "Olga" not in page and "MX-2" not in page
+    assert snapshot() == before
+
+
+def test_the_same_doors_open_for_the_doctors_own_records(client, world):
+    _login(client, "DOCTOR", world.doctor_id)
+    for url in (
+        f"/admin/study/details/?id={world.study_id}",
+        f"/admin/patient/details/?id={world.patient_id}",
+        f"/admin/study/history/?id={world.study_id}",
+        f"/admin/patient/history/?id={world.patient_id}",
+        f"/admin/study/report/?id={world.reported_study_id}",
+        f"/admin/study/report/pdf/?id={world.reported_study_id}",
+    ):
+        assert client.get(url).status_code == 200, url

@@ -40,6 +40,7 @@ from sqlalchemy import event, false, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.util import find_tables
 
 from backoffice.models import (
     Patient,
@@ -230,12 +231,24 @@ def _record_lift(reason: str) -> None:
 # --------------------------------------------------------------------------- the doors
 
 
+SCOPED_TABLES = frozenset(model.__table__ for model in SCOPED)
+
+
 def _scope_statement(state: ORMExecuteState) -> None:
-    """``do_orm_execute``: every ORM SELECT gets the scope's criteria."""
+    """``do_orm_execute``: every ORM SELECT gets the scope's criteria. A plain Core SELECT of a
+    scoped table (built from ``Table`` columns) cannot carry them: under a restricted scope it
+    is refused rather than answered."""
     if not state.is_select or state.is_column_load:
         return
     scope = current_scope()
     if scope.everything:
+        return
+    if not state.is_orm_statement:
+        if SCOPED_TABLES.intersection(find_tables(state.statement, include_joins=True)):
+            raise ScopeRequired(
+                "a Core SELECT of patients or studies under a record scope: build it from the "
+                "models (or run it through scoped_statement)"
+            )
         return
     if scope.missing and any(m.class_ in SCOPED for m in state.all_mappers):
         raise ScopeRequired(
@@ -267,9 +280,15 @@ def get_check(session: Session, obj: Any) -> bool:
         return True
     if scope.missing:
         raise ScopeRequired(f"{model.__name__} was looked up outside a request without a scope")
-    pk = model.__mapper__.primary_key[0]
+    pk = _primary_key(model)
     found = session.execute(select(pk).where(pk == getattr(obj, pk.key))).first()
     return found is not None
+
+
+def _primary_key(model: type) -> Any:
+    """The model's primary key as its ORM attribute: a statement of the table's own column is
+    plain Core, which the session event cannot narrow (and refuses, see ``_scope_statement``)."""
+    return getattr(model, model.__mapper__.primary_key[0].key)
 
 
 def is_visible(model: type, record_id: Any) -> bool:
@@ -278,7 +297,7 @@ def is_visible(model: type, record_id: Any) -> bool:
 
     if not str(record_id).isdigit():
         return False
-    pk = model.__mapper__.primary_key[0]
+    pk = _primary_key(model)
     return db.session.execute(select(pk).where(pk == int(record_id))).first() is not None
 
 
