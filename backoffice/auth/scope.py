@@ -20,9 +20,10 @@ Outside a request, nothing is in scope until the code says so: a command opens t
 ``unscoped(reason)``, which is recorded in the audit trail (``SCOPE_LIFTED``). A query of a
 scoped entity without a scope raises ``ScopeRequired`` instead of answering.
 
-Extending the rule (clinics, care teams): a ``Scope`` grows a field, ``study_clause`` and
-``patient_clause`` OR it in; an entity that belongs to a study or a patient registers its rule
-in ``SCOPED`` (``tests/test_scope.py`` fails for a model with such a key that does not).
+Extending the rule (clinics, care teams): a ``Scope`` grows a field that its ``key`` carries,
+and ``studies_in`` / ``patients_in`` OR it in; an entity that belongs to a study or a patient
+registers its rule in ``SCOPED`` and ``criteria_for`` (``tests/test_scope.py`` fails for a model
+with such a key that does not).
 """
 
 from __future__ import annotations
@@ -80,56 +81,96 @@ class Scope:
     def restricted(self) -> bool:
         return not self.everything
 
-    def study_clause(self, study: Any) -> ColumnElement:
-        """The studies in scope, for ``study`` (the model, an alias or the table)."""
-        if self.everything:
-            return ~false()
-        columns = getattr(study, "c", study)  # a Table's columns are under .c
-        parts = []
-        if self.doctor_ids:
-            ids = sorted(self.doctor_ids)
-            parts.append(columns.ordering_doctor_id.in_(ids))
-            parts.append(columns.reporting_doctor_id.in_(ids))
-        return or_(*parts) if parts else false()
-
-    def study_ids(self) -> Any:
-        return select(STUDY.c.id).where(self.study_clause(STUDY))
-
-    def patient_ids(self) -> Any:
-        """The patients of the studies in scope."""
-        return select(STUDY.c.patient_id).where(self.study_clause(STUDY))
-
-    def patient_clause(self, patient: Any) -> ColumnElement:
-        if self.everything:
-            return ~false()
-        return patient.id.in_(self.patient_ids())
+    @property
+    def key(self) -> tuple[int, ...]:
+        """The scope as plain values, the rules' argument (issue 16 adds the clinics)."""
+        return tuple(sorted(self.doctor_ids))
 
     @cached_property
     def criteria(self) -> tuple[Any, ...]:
-        """The loader criteria that narrow an ORM statement to this scope."""
-        if self.everything:
-            return ()
-        return tuple(
-            with_loader_criteria(model, rule(self, model), include_aliases=True)
-            for model, rule in SCOPED.items()
-        )
+        """The loader criteria that narrow an ORM statement to this scope (``criteria_for``)."""
+        return () if self.everything else criteria_for(self.key)
+
+    def study_clause(self, study: Any) -> ColumnElement:
+        """The studies in scope, for ``study`` (the model, an alias or the table)."""
+        return ~false() if self.everything else studies_in(study, self.key)
+
+    def patient_clause(self, patient: Any) -> ColumnElement:
+        return ~false() if self.everything else patients_in(patient, self.key)
 
 
 EVERYTHING = Scope(everything=True)
 NOTHING = Scope()
 MISSING = Scope(missing=True)
 
-# The rule of each scoped entity: the rows of ``model`` a scope reaches.
-SCOPED: dict[type, Callable[[Scope, Any], ColumnElement]] = {
-    Study: lambda scope, m: scope.study_clause(m),
-    Patient: lambda scope, m: scope.patient_clause(m),
-    PatientStudySummary: lambda scope, m: m.patient_id.in_(scope.patient_ids()),
-    StudyEvent: lambda scope, m: m.study_id.in_(scope.study_ids()),
-    Report: lambda scope, m: m.study_id.in_(scope.study_ids()),
-    ReportAddendum: lambda scope, m: m.report_id.in_(
-        select(REPORT.c.id).where(REPORT.c.study_id.in_(scope.study_ids()))
+
+# --------------------------------------------------------------------------- the rules
+
+Key = tuple[int, ...]
+
+
+def studies_in(study: Any, key: Key) -> ColumnElement:
+    """The studies a scope reaches: those its doctors ordered or are to report."""
+    doctor_ids = key
+    columns = getattr(study, "c", study)  # a Table's columns are under .c
+    parts = []
+    if doctor_ids:
+        parts.append(columns.ordering_doctor_id.in_(doctor_ids))
+        parts.append(columns.reporting_doctor_id.in_(doctor_ids))
+    return or_(*parts) if parts else false()
+
+
+def study_ids_in(key: Key) -> Any:
+    return select(STUDY.c.id).where(studies_in(STUDY, key))
+
+
+def patient_ids_in(key: Key) -> Any:
+    """The patients of the studies a scope reaches."""
+    return select(STUDY.c.patient_id).where(studies_in(STUDY, key))
+
+
+def patients_in(patient: Any, key: Key) -> ColumnElement:
+    return patient.id.in_(patient_ids_in(key))
+
+
+# The rule of each scoped entity: the rows of ``model`` (or an alias of it) a scope reaches.
+SCOPED: dict[type, Callable[[Any, Key], ColumnElement]] = {
+    Study: studies_in,
+    Patient: patients_in,
+    PatientStudySummary: lambda m, key: m.patient_id.in_(patient_ids_in(key)),
+    StudyEvent: lambda m, key: m.study_id.in_(study_ids_in(key)),
+    Report: lambda m, key: m.study_id.in_(study_ids_in(key)),
+    ReportAddendum: lambda m, key: m.report_id.in_(
+        select(REPORT.c.id).where(REPORT.c.study_id.in_(study_ids_in(key)))
     ),
 }
+
+
+def criteria_for(key: Key) -> tuple[Any, ...]:
+    """``SCOPED`` as loader criteria: one for each entity.
+
+    Lambdas, so that each rule is applied to whatever alias of its entity a statement holds
+    (``patient_1`` in a join): the ORM calls them with the entity or the alias. Each is written
+    out on its own line: the statement cache knows a lambda by its code, so one lambda made in
+    a loop would serve every entity the rule of the first. They close over ``key`` only (plain
+    integers, bound as parameters; the rules are module globals). ``tests/test_scope.py``
+    checks that they cover ``SCOPED``.
+    """
+    def on(model: type, where: Any) -> Any:
+        return with_loader_criteria(model, where, include_aliases=True)
+
+    if not key:
+        # Nothing in reach (a doctor user with no Doctor record; a user being loaded): a
+        # criterion without columns, which no alias needs adapting to.
+        return tuple(on(model, false()) for model in SCOPED)
+    return (
+        on(Study, lambda cls: SCOPED[Study](cls, key)),
+        on(Patient, lambda cls: SCOPED[Patient](cls, key)),
+        on(PatientStudySummary, lambda cls: SCOPED[PatientStudySummary](cls, key)),
+        on(StudyEvent, lambda cls: SCOPED[StudyEvent](cls, key)),
+        on(Report, lambda cls: SCOPED[Report](cls, key)),
+        on(ReportAddendum, lambda cls: SCOPED[ReportAddendum](cls, key)),
+    )
 
 
 def scope_for_user(user: Any) -> Scope:
