@@ -317,3 +317,20 @@ def test_the_loader_criteria_cover_every_scoped_entity(key):
     from backoffice.auth.scope import criteria_for
 
     assert [option.entity.class_ for option in criteria_for(key)] == list(SCOPED)
+
+
+def test_two_doctors_one_after_the_other_each_see_their_own(case):
+    """The statement cache keeps one compiled form of each criterion; the doctors' ids are
+    its parameters, never baked into it."""
+    for doctor_id, expected in (
+        (case.ada_id, {"V-1", "V-2", "V-3"}),
+        (case.bea_id, {"V-2", "H-1", "H-2"}),
+        (case.ada_id, {"V-1", "V-2", "V-3"}),
+        (987654, set()),
+    ):
+        with using_scope(Scope(doctor_ids=frozenset({doctor_id}))):
+            seen = set(db.session.scalars(select(Study.accession_number)))
+            patients = set(db.session.scalars(select(Patient.mrn)))
+        assert seen == expected, doctor_id
+        owners = {"V-1": "SC-PIA", "V-2": "SC-QUI", "V-3": "SC-ROS", "H-1": "SC-ROS"}
+        assert patients == {owners.get(a, "SC-SAR") for a in expected}, doctor_id

@@ -40,7 +40,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, object, int]]:
         name = f"{make_url(base).database}_race"
         admin = create_engine(base, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = make_url(base).set(database=name).render_as_string(hide_password=False)
 

@@ -13,10 +13,12 @@ Revises: 0010_study_date_cover_id
 - The DOCTOR role, and ``user_account.doctor_id``: the Doctor record a doctor user is.
 
 SQLite rebuilds ``study`` (and ``user_account``, ``role``) in Alembic's batch mode: the rebuild
-keeps AUTOINCREMENT (migration 0005) and drops the per-patient summary triggers of migration
-0008, which are created again here from 0008 itself.
+keeps AUTOINCREMENT (migration 0005) and its counter (a deleted row's id is never handed out
+again), and drops the per-patient summary triggers of migration 0008, which are created again
+here from 0008 itself.
 """
 
+import contextlib
 import importlib.util
 from pathlib import Path
 
@@ -73,6 +75,30 @@ def _sqlite_summary_triggers_again():
     summary.create_sqlite_triggers()
 
 
+@contextlib.contextmanager
+def _sqlite_sequence_kept(table, sqlite):
+    """A batch rebuild copies the rows into a new table, whose AUTOINCREMENT counter starts at
+    the highest id copied: the id of a row deleted at the end would be handed out again.
+    The counter is put back to where it was."""
+    if not sqlite:
+        yield
+        return
+    bind = op.get_bind()
+    seq = bind.exec_driver_sql(
+        "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
+    ).scalar()
+    yield
+    if seq is None:
+        return
+    bind.exec_driver_sql(
+        "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, table)
+    )
+    if bind.exec_driver_sql(
+        "SELECT 1 FROM sqlite_sequence WHERE name = ?", (table,)
+    ).scalar() is None:
+        bind.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, seq))
+
+
 def _in_list(values):
     return ", ".join(f"'{v}'" for v in values)
 
@@ -93,7 +119,7 @@ def upgrade():
     # -- the doctor role and the user's doctor --------------------------------------------
     _role_check(NEW_ROLES, sqlite)
     op.execute("INSERT INTO role (name) VALUES ('DOCTOR')")
-    with op.batch_alter_table(
+    with _sqlite_sequence_kept("user_account", sqlite), op.batch_alter_table(
         "user_account", table_kwargs={"sqlite_autoincrement": True}
     ) as batch:
         batch.add_column(sa.Column("doctor_id", sa.Integer(), nullable=True))
@@ -110,7 +136,7 @@ def upgrade():
     status = sa.Enum(
         *STATUSES, name="studystatus", native_enum=False, create_constraint=True, length=32
     )
-    with op.batch_alter_table(
+    with _sqlite_sequence_kept("study", sqlite), op.batch_alter_table(
         "study",
         recreate="always" if sqlite else "auto",
         table_kwargs={"sqlite_autoincrement": True},
@@ -164,7 +190,7 @@ def downgrade():
     sqlite = op.get_bind().dialect.name == "sqlite"
     for name in INDEXES:
         op.drop_index(name, table_name="study")
-    with op.batch_alter_table(
+    with _sqlite_sequence_kept("study", sqlite), op.batch_alter_table(
         "study",
         recreate="always" if sqlite else "auto",
         table_kwargs={"sqlite_autoincrement": True},
@@ -180,7 +206,7 @@ def downgrade():
     if sqlite:
         _sqlite_summary_triggers_again()
 
-    with op.batch_alter_table(
+    with _sqlite_sequence_kept("user_account", sqlite), op.batch_alter_table(
         "user_account", table_kwargs={"sqlite_autoincrement": True}
     ) as batch:
         batch.drop_constraint(op.f("fk_user_account_doctor_id_doctor"), type_="foreignkey")
