@@ -156,6 +156,7 @@ def criteria_for(key: Key) -> tuple[Any, ...]:
     integers, bound as parameters; the rules are module globals). ``tests/test_scope.py``
     checks that they cover ``SCOPED``.
     """
+
     def on(model: type, where: Any) -> Any:
         return with_loader_criteria(model, where, include_aliases=True)
 

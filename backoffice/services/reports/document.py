@@ -50,6 +50,17 @@ class ReportDocument:
     file_stem: str = "report"
 
 
+def _phone(number: str) -> str:
+    """A stored E.164 number as people read it (+52 55 5424 7200)."""
+    import phonenumbers
+
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return number
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 def _when(moment: datetime | None) -> str:
     return format_datetime(moment, "medium") if moment else ""
 
@@ -59,9 +70,8 @@ def report_document(study: Study, report: Report) -> ReportDocument:
     patient = study.patient
     clinic = patient.clinic
     clinic_name = clinic.name if clinic else current_app.config["BACKOFFICE_NAME"]
-    clinic_lines = [
-        line for line in ((clinic.address, clinic.city, clinic.phone) if clinic else ()) if line
-    ]
+    parts = (clinic.address, clinic.city, clinic.phone and _phone(clinic.phone)) if clinic else ()
+    clinic_lines = [line for line in parts if line]
     age = patient.age()
     identification = [
         (_("Patient"), patient.full_name),

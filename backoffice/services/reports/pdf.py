@@ -9,6 +9,7 @@ every name prints as written whatever machine opens it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from backoffice.i18n import _
 from backoffice.services.reports.document import ReportDocument, Signed
@@ -67,22 +68,24 @@ def report_pdf(doc: ReportDocument) -> bytes:
     pdf.set_font(FONT, "B", 16)
     pdf.cell(0, 9, doc.title, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(1)
-    _pairs(pdf, doc.patient, XPos, YPos)
+    _pairs(pdf, doc.patient, bold=True)  # who the patient is stands out
     pdf.ln(1.5)
-    _pairs(pdf, doc.study, XPos, YPos)
+    _pairs(pdf, doc.study, bold=False)
     pdf.ln(3)
     for label, text in doc.sections:
-        _section(pdf, label, text, XPos, YPos)
+        _section(pdf, label, text)
     if doc.signed is not None:
-        _signature(pdf, _("Signed"), doc.signed, XPos, YPos)
+        _signature(pdf, _("Signed"), doc.signed)
     for addendum in doc.addenda:
-        _section(pdf, addendum.heading, addendum.text, XPos, YPos)
-        _signature(pdf, _("Signed"), addendum.signed, XPos, YPos)
+        _section(pdf, addendum.heading, addendum.text)
+        _signature(pdf, _("Signed"), addendum.signed)
     return bytes(pdf.output())
 
 
-def _pairs(pdf: object, pairs: list[tuple[str, str]], XPos: object, YPos: object) -> None:  # noqa: N803
+def _pairs(pdf: Any, pairs: list[tuple[str, str]], bold: bool) -> None:
     """Label: value lines, two to a row."""
+    from fpdf.enums import XPos, YPos
+
     width = (pdf.w - pdf.l_margin - pdf.r_margin) / 2
     for i, (label, value) in enumerate(pairs):
         pdf.set_font(FONT, "", 7.5)
@@ -93,14 +96,16 @@ def _pairs(pdf: object, pairs: list[tuple[str, str]], XPos: object, YPos: object
         pdf.set_xy(x, top)
         pdf.cell(width, 4, label.upper(), new_x=XPos.LEFT, new_y=YPos.NEXT)
         pdf.set_x(x)
-        pdf.set_font(FONT, "B" if i == 0 else "", 10)
+        pdf.set_font(FONT, "B" if bold else "", 10)
         pdf.set_text_color(*INK)
         pdf.cell(width, 5.5, value, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         if i % 2 == 1 or i == len(pairs) - 1:
             pdf.set_y(top + 10.5)
 
 
-def _section(pdf: object, label: str, text: str, XPos: object, YPos: object) -> None:  # noqa: N803
+def _section(pdf: Any, label: str, text: str) -> None:
+    from fpdf.enums import XPos, YPos
+
     pdf.set_font(FONT, "B", 11)
     pdf.set_text_color(*INK)
     pdf.cell(0, 7, label, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -109,7 +114,9 @@ def _section(pdf: object, label: str, text: str, XPos: object, YPos: object) -> 
     pdf.ln(2.5)
 
 
-def _signature(pdf: object, label: str, signed: Signed, XPos: object, YPos: object) -> None:  # noqa: N803
+def _signature(pdf: Any, label: str, signed: Signed) -> None:
+    from fpdf.enums import XPos, YPos
+
     pdf.ln(2)
     pdf.set_draw_color(*RULE)
     y = pdf.get_y()
