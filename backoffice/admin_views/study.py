@@ -73,12 +73,14 @@ TYPE_FILTER = EnumEqualFilter(Study.study_type, _l("Type"), options=StudyType.ch
 DATE_FILTER = DateBetweenFilter(Study.study_date, _l("Study date"))
 CLINIC_FILTER = PatientClinicFilter(Study.patient_id, _l("Clinic"), options=ClinicOptions())
 STUDY_FILTERS = (
-    STATUS_FILTER,
     URGENCY_FILTER,
     TYPE_FILTER,
     FilterLike(Study.body_part, _l("Body part")),
     DATE_FILTER,
     CLINIC_FILTER,
+    # Last: a filter's place is its number in the list's URLs (flt0_0 is the urgency), and
+    # links people keep must not change meaning.
+    STATUS_FILTER,
 )
 
 
@@ -252,16 +254,19 @@ class StudyView(StudyWorkflowMixin, StudyReportMixin, SecuredModelView):
             "prefix": ("mrn", "email"),
             "order_by": "last_name",
             "page_size": 20,
+            "placeholder": _l("Type the patient's name, MRN or email"),
         },
         "ordering_doctor": {
             "fields": ("last_name", "first_name", "email"),
             "order_by": "last_name",
             "page_size": 20,
+            "placeholder": _l("Type the doctor's name or email"),
         },
         "reporting_doctor": {
             "fields": ("last_name", "first_name", "email"),
             "order_by": "last_name",
             "page_size": 20,
+            "placeholder": _l("Type the doctor's name or email"),
         },
     }
 

@@ -125,6 +125,7 @@ class UserView(SecuredModelView):
             "fields": ("last_name", "first_name", "email"),
             "order_by": "last_name",
             "page_size": 20,
+            "placeholder": _l("Type the doctor's name or email"),
         }
     }
     form_widget_args = {"new_password": {"autocomplete": "new-password"}}
