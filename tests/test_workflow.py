@@ -165,7 +165,7 @@ def test_a_refusal_names_the_moves_that_are_possible(people):
     scheduled = make_study(status=S.SCHEDULED)
     with pytest.raises(WorkflowError) as other:
         make_move(scheduled, "start", user=users["OPERATOR"])
-    assert "Schedule, Check in, Mark as no-show, Cancel" in other.value.message
+    assert "Schedule, Check in, Mark as no-show, Cancel the study" in other.value.message
 
 
 def test_cancel_and_reopen_need_a_reason_schedule_a_time_in_the_future(people):

@@ -181,7 +181,7 @@ class StudyWorkflowMixin:
             scheduled_for=scheduled_for,
         )
 
-    @action("schedule", _l("Schedule…"))
+    @action("schedule", _l("Schedule the studies…"))
     def action_schedule(self, ids: list[str]) -> Any:
         return self._bulk("schedule", ids)
 
@@ -201,6 +201,6 @@ class StudyWorkflowMixin:
     def action_no_show(self, ids: list[str]) -> Any:
         return self._bulk("no_show", ids)
 
-    @action("cancel", _l("Cancel…"))
+    @action("cancel", _l("Cancel the studies…"))
     def action_cancel(self, ids: list[str]) -> Any:
         return self._bulk("cancel", ids)

@@ -255,6 +255,8 @@ class Outcome:
     study: str
     done: bool
     message: str
+    #: the study's status afterwards (None for a study not found)
+    status: StudyStatus | None = None
 
 
 def bulk_move(
@@ -307,9 +309,7 @@ def bulk_move(
                     scheduled_for=scheduled_for,
                 )
         except WorkflowError as exc:
-            outcomes.append(Outcome(study_id, label, False, exc.message))
+            outcomes.append(Outcome(study_id, label, False, exc.message, study.status))
             continue
-        outcomes.append(
-            Outcome(study_id, label, True, _("Now %(status)s.", status=move.target.label))
-        )
+        outcomes.append(Outcome(study_id, label, True, _("Done."), move.target))
     return outcomes

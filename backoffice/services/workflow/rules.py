@@ -110,7 +110,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     Transition(
         "cancel",
-        _l("Cancel"),
+        _l("Cancel the study"),
         frozenset({S.ORDERED, S.SCHEDULED, S.ARRIVED, S.IN_PROGRESS}),
         S.CANCELLED,
         Perm.CANCEL,
