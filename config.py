@@ -78,6 +78,10 @@ class Config:
         self.SECRET_KEY = env("SECRET_KEY", INSECURE_DEV_SECRET)
         self.SQLALCHEMY_DATABASE_URI = normalise_database_url(env("DATABASE_URL"))
         self.PHONE_DEFAULT_REGION = env("PHONE_DEFAULT_REGION", "MX")
+        # Medical record numbers given to patients saved without one: prefix + zero-padded
+        # number from a database sequence ("MRN-000042"); never handed out twice.
+        self.MRN_PREFIX = env("MRN_PREFIX", "MRN-")
+        self.MRN_DIGITS = _env_int("MRN_DIGITS", 6)
         self.BACKOFFICE_NAME = env("BACKOFFICE_NAME", "Clinic Back Office")
         self.BABEL_DEFAULT_TIMEZONE = env("BACKOFFICE_TIMEZONE", "America/Mexico_City")
         self.SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
@@ -106,7 +110,8 @@ class Config:
 
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
-        """Refuse settings that are unsafe for this environment (overridden in production)."""
+        """Refuse settings that are unsafe for this environment (extended in production)."""
+        check_record_numbers(config)
 
 
 class DevelopmentConfig(Config):
@@ -149,6 +154,7 @@ class ProductionConfig(Config):
 
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> None:
+        super().validate(config)
         problems = []
         key = config.get("SECRET_KEY") or ""
         if key == INSECURE_DEV_SECRET or len(key) < 32:
@@ -159,6 +165,18 @@ class ProductionConfig(Config):
             problems.append("FLASK_DEBUG must be off in production")
         if problems:
             raise RuntimeError("Refusing to start: " + "; ".join(problems))
+
+
+def check_record_numbers(config: Mapping[str, Any]) -> None:
+    """The MRN format fits the MRN column (64 characters) and reads as a record number."""
+    prefix = str(config.get("MRN_PREFIX", "MRN-"))
+    digits = config.get("MRN_DIGITS", 6)
+    if not isinstance(digits, int) or not 1 <= digits <= 18:
+        raise RuntimeError("Refusing to start: MRN_DIGITS must be a whole number from 1 to 18")
+    if len(prefix) > 40 or not all(c.isalnum() or c in "-_./" for c in prefix):
+        raise RuntimeError(
+            "Refusing to start: MRN_PREFIX must be at most 40 letters, digits or - _ . /"
+        )
 
 
 CONFIGS: dict[str, type[Config]] = {

@@ -81,6 +81,12 @@ def register_extensions(app: Flask) -> None:
     register_security(app)
     register_integrity_guards()
     from backoffice.services.audit import register_audit_hooks
+    from backoffice.services.care_team import register_care_team_hooks
+    from backoffice.services.record_numbers import register_record_number_hooks
+
+    # Before the audit hooks: the rows these add or change are recorded with the rest.
+    register_record_number_hooks()
+    register_care_team_hooks()
 
     register_audit_hooks()
     from backoffice.auth.scope import register_scope

@@ -185,3 +185,85 @@ def parse_code(enum_cls: type[E], raw: object) -> E:
 @functools.cache
 def _members_by_code(enum_cls: type[E]) -> dict[str, E]:
     return {m.value: m for m in enum_cls}  # type: ignore[attr-defined]
+
+
+# --- patient chart and doctor profile (issue 13) ----------------------------------------------
+
+MIN_PRACTISING_YEAR = 1940
+
+
+def normalize_country(raw: object) -> str | None:
+    """A country as its ISO 3166 two-letter code; a code or a name in en, es or fr is accepted
+    (``mx``, ``Mexico``, ``México`` -> ``MX``)."""
+    from backoffice.vocabularies import lookup_code
+
+    value = blank_to_none(raw)
+    if value is None:
+        return None
+    code = lookup_code("country", str(value))
+    if code is None:
+        raise RuleError(
+            _("'%(value)s' is not a country: use its two-letter code, such as MX.", value=value)
+        )
+    return code
+
+
+def normalize_language(raw: object) -> str | None:
+    """A language as its ISO 639 code; a code or a name in en, es or fr is accepted
+    (``ES``, ``Spanish``, ``español`` -> ``es``)."""
+    from backoffice.vocabularies import lookup_code
+
+    value = blank_to_none(raw)
+    if value is None:
+        return None
+    code = lookup_code("language", str(value))
+    if code is None:
+        raise RuleError(
+            _("'%(value)s' is not a language: use its code, such as es or en.", value=value)
+        )
+    return code
+
+
+def normalize_language_list(raw: object) -> str | None:
+    """Several languages, stored as their codes in one text, sorted and separated by commas
+    (``"Spanish; en"`` or ``["en", "es"]`` -> ``"en,es"``); None when there is none."""
+    if raw is None:
+        return None
+    parts = raw if isinstance(raw, list | tuple | set) else re.split(r"[;,]", str(raw))
+    codes = {normalize_language(p) for p in parts}
+    codes.discard(None)
+    return ",".join(sorted(codes)) or None  # type: ignore[arg-type]
+
+
+def check_practising_since(value: object) -> int | None:
+    """The year a doctor started practising: a whole year from 1940 to this year."""
+    value = blank_to_none(value)
+    if value is None:
+        return None
+    try:
+        year = int(str(value).strip())
+    except ValueError:
+        raise RuleError(_("'%(value)s' is not a year.", value=value)) from None
+    if not MIN_PRACTISING_YEAR <= year <= date.today().year:
+        raise RuleError(
+            _(
+                "%(year)d is not a plausible year to start practising: use a year from "
+                "%(first)d to %(last)d.",
+                year=year,
+                first=MIN_PRACTISING_YEAR,
+                last=date.today().year,
+            )
+        )
+    return year
+
+
+def check_period(since: date | None, until: date | None) -> None:
+    """A period ends on or after the day it starts."""
+    if since is not None and until is not None and until < since:
+        raise RuleError(
+            _(
+                "The end date %(until)s is before the start date %(since)s.",
+                until=until.isoformat(),
+                since=since.isoformat(),
+            )
+        )

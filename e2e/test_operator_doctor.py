@@ -36,7 +36,7 @@ def test_operator_creates_clinic_and_doctor_with_phones(new_page):
     page.fill("#first_name", "Paula")
     page.fill("#last_name", "Navegador")
     page.fill("#email", "paula.navegador@clinica.example.com")
-    choose(page, "specialty", "Radiology")
+    choose(page, "specialties", "Radiology")
     pick_ajax(page, "clinic", "Clínica Playwright Norte")
     page.click("#phones-button")
     page.click("#phones-button")

@@ -33,12 +33,15 @@ def make_doctor(
 ) -> Doctor:
     n = _next()
     fields.setdefault("email", f"doctor{n}@test.example.com")
+    specialties = fields.pop("specialties", None) or [fields.pop("specialty", "GENERAL_PRACTICE")]
+    fields.pop("specialty", None)
     doctor = Doctor(
         first_name=first_name,
         last_name=last_name or f"Doctor{n}",
         clinic=clinic or make_clinic(),
         **fields,
     )
+    doctor.specialties = specialties
     for i, number in enumerate(phones):
         doctor.phones.append(DoctorPhone(number=number, kind="MOBILE", is_primary=(i == 0)))
     db.session.add(doctor)

@@ -26,6 +26,7 @@ class _AdminFormReader(HTMLParser):
         self.inside = False
         self.values: dict[str, str] = {}
         self._select: str | None = None
+        self._multiple = False
         self._first_option: str | None = None
         self._textarea: str | None = None
 
@@ -45,11 +46,21 @@ class _AdminFormReader(HTMLParser):
                 self.values[name] = a.get("value") or ""
         elif tag == "select" and name:
             self._select, self._first_option = name, None
+            self._multiple = "multiple" in a
         elif tag == "option" and self._select:
             if self._first_option is None:
                 self._first_option = a.get("value") or ""
             if "selected" in a:
-                self.values[self._select] = a.get("value") or ""
+                value = a.get("value") or ""
+                if self._multiple:  # several selected options: the form sends each
+                    current = self.values.get(self._select)
+                    self.values[self._select] = (
+                        value
+                        if current is None
+                        else [*([current] if isinstance(current, str) else current), value]
+                    )
+                else:
+                    self.values[self._select] = value
         elif tag == "textarea" and name:
             self._textarea = name
             self.values[name] = ""
@@ -58,7 +69,8 @@ class _AdminFormReader(HTMLParser):
         if tag == "form":
             self.inside = False
         elif tag == "select" and self._select:
-            self.values.setdefault(self._select, self._first_option or "")
+            if not self._multiple:  # a browser sends nothing for a multiple select left empty
+                self.values.setdefault(self._select, self._first_option or "")
             self._select = None
         elif tag == "textarea":
             self._textarea = None
@@ -169,7 +181,7 @@ def new_doctor_form(client, clinic: Clinic, phones: list[tuple[str, str, bool]])
         first_name="Ana",
         last_name="Martínez",
         email="Ana.Martinez@Clinica.Example.com",
-        specialty="RADIOLOGY",
+        specialties="RADIOLOGY",
         licence_number="CED-100201",
         clinic=str(clinic.id),
     )
@@ -211,7 +223,7 @@ def test_doctor_saved_with_three_phones_then_one_edited_and_one_removed(client, 
     doctor = db.session.scalars(select(Doctor)).one()
     assert (doctor.first_name, doctor.last_name) == ("Ana", "Martínez")
     assert doctor.email == "ana.martinez@clinica.example.com"
-    assert doctor.specialty is Specialty.RADIOLOGY
+    assert doctor.specialties == [Specialty.RADIOLOGY]
     assert doctor.clinic_id == clinic.id
     assert phones_of(doctor.id) == [
         ("+523311223344", "HOME", False),
@@ -343,7 +355,8 @@ BLANK_OR_TAKEN = [
     ("doctor", {"licence_number": " CED-1 "}, "licence_number", "Already exists."),
     ("doctor", {"clinic": ""}, "clinic", "This field is required."),
     ("patient", {"last_name": "   "}, "last_name", "This field is required."),
-    ("patient", {"mrn": " 1 "}, "mrn", "Already exists."),
+    # the MRN names the patient who holds it (every role may open them)
+    ("patient", {"mrn": " 1 "}, "mrn", "MRN 1 already belongs to Jose"),
     ("patient", {"email": " Taken@Ejemplo.com"}, "email", "Already exists."),
     (
         "patient",
@@ -361,7 +374,10 @@ BLANK_OR_TAKEN = [
 @pytest.mark.parametrize(
     ("endpoint", "typed", "field", "error"),
     BLANK_OR_TAKEN,
-    ids=[f"{e}-{f}-{'taken' if 'exists' in m else 'invalid'}" for e, _t, f, m in BLANK_OR_TAKEN],
+    ids=[
+        f"{e}-{f}-{'taken' if 'exists' in m or 'belongs' in m else 'invalid'}"
+        for e, _t, f, m in BLANK_OR_TAKEN
+    ],
 )
 def test_blank_invalid_or_taken_values_are_reported_next_to_the_field(
     client, admin, clinic, endpoint, typed, field, error
@@ -424,8 +440,16 @@ def test_patient_created_through_the_form(client, admin, clinic):
         client,
         mrn="1",
         email="  Pepe@Ejemplo.com ",
-        referring_doctor=str(doctor.id),
         clinic=str(clinic.id),
+    )
+    # the referring doctor is the active REFERRING row of the care team
+    data.update(
+        {
+            "care_team-0-id": "",
+            "care_team-0-doctor": str(doctor.id),
+            "care_team-0-role": "REFERRING",
+            "care_team-0-status": "ACTIVE",
+        }
     )
     response = client.post("/admin/patient/new/", data=data)
     assert response.status_code == 302, flashes(response.get_data(as_text=True))
@@ -599,7 +623,7 @@ def test_deleting_a_doctor_removes_the_doctor_and_the_phones(client, admin, clin
     doctor = make_doctor(clinic=clinic, phones=["55 1234 5678", "55 8765 4321"])
     db.session.commit()
     response = delete_through_list(client, "doctor", doctor.id)
-    assert "Record was successfully deleted." in response.get_data(as_text=True)
+    assert f"Deleted Dr. {doctor.full_name}." in " ".join(flashes(response.get_data(as_text=True)))
     assert count(Doctor) == 0
     assert count(DoctorPhone) == 0
     assert count(Clinic) == 1
@@ -607,7 +631,7 @@ def test_deleting_a_doctor_removes_the_doctor_and_the_phones(client, admin, clin
 
 def test_deleting_an_empty_clinic_works(client, admin, clinic):
     response = delete_through_list(client, "clinic", clinic.id)
-    assert "Record was successfully deleted." in response.get_data(as_text=True)
+    assert "Deleted Clínica Roma Norte." in " ".join(flashes(response.get_data(as_text=True)))
     assert count(Clinic) == 0
 
 
@@ -660,7 +684,7 @@ def test_doctor_details_show_phones_and_clinic(client, admin, clinic):
     assert f'href="/admin/clinic/details/?id={clinic.id}"' in clinic_cell
 
 
-def test_patient_details_show_studies_newest_first_and_the_referring_doctor(client, admin):
+def test_patient_chart_shows_studies_newest_first_and_the_referring_doctor(client, admin):
     doctor = make_doctor("Luis", "Hernández")
     patient = make_patient("Jose", "Villalobos", mrn="1", referring_doctor=doctor)
     make_study(patient, body_part="STOMACH", study_date=date(2025, 1, 10), urgency="HIGH")
@@ -669,21 +693,22 @@ def test_patient_details_show_studies_newest_first_and_the_referring_doctor(clie
     make_study(make_patient(), body_part="KNEE")  # someone else's
     db.session.commit()
     page = client.get(f"/admin/patient/details/?id={patient.id}").get_data(as_text=True)
-    studies = detail(page, "Studies")
-    rows = re.findall(r"<tr><td>(\d{4}-\d{2}-\d{2})</td>.*?</tr>", studies, re.S)
-    assert rows == ["2026-02-01", "2025-06-30", "2025-01-10"]
+    studies = page[page.index('id="chart-studies"') : page.index('id="chart-care-team"')]
+    dates = re.findall(r'<td class="text-nowrap">([^<]+)</td>', studies)
+    assert dates == ["Feb 1, 2026", "Jun 30, 2025", "Jan 10, 2025"]
     assert "KNEE" not in studies
     assert "urgency-high" in studies
-    referring = detail(page, "Referring doctor")
-    assert text_of(referring) == "Dr. Luis Hernández"
-    assert f'href="/admin/doctor/details/?id={doctor.id}"' in referring
+    clinic_card = page[page.index('id="chart-clinic"') : page.index('id="chart-studies"')]
+    assert "Dr. Luis Hernández" in text_of(clinic_card)
+    assert f'href="/admin/doctor/details/?id={doctor.id}"' in clinic_card
 
 
 def test_patient_without_studies_says_so(client, admin):
     patient = make_patient()
     db.session.commit()
     page = client.get(f"/admin/patient/details/?id={patient.id}").get_data(as_text=True)
-    assert text_of(detail(page, "Studies")) == "No studies"
+    studies = page[page.index('id="chart-studies"') : page.index('id="chart-care-team"')]
+    assert "No studies yet." in text_of(studies)
 
 
 # --- lists: sort, search, filters, page size ----------------------------------------------
@@ -861,13 +886,16 @@ def test_study_filter_by_urgency(client, admin):
 def test_doctor_filter_by_specialty(client, admin, clinic):
     make_doctor("Ana", "Martínez", clinic=clinic, specialty="RADIOLOGY")
     make_doctor("Sofía", "Ramírez", clinic=clinic, specialty="CARDIOLOGY")
-    make_doctor("Jorge", "Treviño", clinic=clinic, specialty="RADIOLOGY")
+    make_doctor("Jorge", "Treviño", clinic=clinic, specialties=["ONCOLOGY", "RADIOLOGY"])
     db.session.commit()
     page = client.get("/admin/doctor/").get_data(as_text=True)
     arg = filter_arg(page, "Specialty")
     filtered = client.get(f"/admin/doctor/?flt0_{arg}=RADIOLOGY").get_data(as_text=True)
     assert column(filtered, "last_name") == ["Martínez", "Treviño"]
-    assert column(filtered, "specialty") == ["Radiology", "Radiology"]
+    assert column(filtered, "specialties") == ["Radiology", "Radiology, Oncology"]
+    # a doctor with two specialties is found by either, once
+    filtered = client.get(f"/admin/doctor/?flt0_{arg}=ONCOLOGY").get_data(as_text=True)
+    assert column(filtered, "last_name") == ["Treviño"]
 
 
 def test_page_size_choice(client, admin, clinic):

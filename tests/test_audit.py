@@ -23,6 +23,7 @@ from backoffice.models import (
     Patient,
     Role,
     RoleName,
+    Specialty,
     Study,
     User,
 )
@@ -156,7 +157,7 @@ def test_clinic_created_updated_and_deleted_through_the_forms(browser, admin):
 
     mark = last_id()
     response = delete_record(browser, "clinic", clinic_id)
-    assert "Record was successfully deleted." in response.get_data(as_text=True)
+    assert "Deleted Clínica Sur." in response.get_data(as_text=True)
     deleted = one(mark, entity="clinic")
     assert deleted.action == "DELETE"
     assert old_of(deleted)["name"] == "Clínica Sur" and old_of(deleted)["city"] == "Progreso"
@@ -178,8 +179,18 @@ def test_patient_created_updated_and_deleted_through_the_forms(browser, admin):
         last_name="Herrera",
         birth_date="1984-05-06",
         email="lucia@example.com",
-        referring_doctor=str(doctor.id),
         clinic=str(clinic.id),
+        sex="FEMALE",
+        city="Mérida",
+        **{
+            "phones-0-id": "",
+            "phones-0-number": "55 1234 9999",
+            "phones-0-kind": "MOBILE",
+            "care_team-0-id": "",
+            "care_team-0-doctor": str(doctor.id),
+            "care_team-0-role": "REFERRING",
+            "care_team-0-status": "ACTIVE",
+        },
     )
     patient_id = created_id(Patient, mrn="MRN-77")
     created = one(mark, entity="patient")
@@ -189,12 +200,38 @@ def test_patient_created_updated_and_deleted_through_the_forms(browser, admin):
         "first_name": "Lucía",
         "last_name": "Herrera",
         "birth_date": "1984-05-06",
+        "sex": "FEMALE",
         "email": "lucia@example.com",
         "referring_doctor_id": doctor.id,
         "clinic_id": clinic.id,
         "import_batch_id": None,
+        "street": None,
+        "city": "Mérida",
+        "state": None,
+        "postal_code": None,
+        "country": "MX",
+        "preferred_language": None,
+        "emergency_contact_name": None,
+        "emergency_contact_relation": None,
+        "emergency_contact_phone": None,
+        "allergies": None,
+        "contrast_allergy": False,
+        "active": True,
     }
     assert_by(created, admin)
+    # the inline rows are entries of their own, attached to the patient
+    children = entries_after(mark, parent_entity="patient")
+    assert sorted((e.entity, e.action) for e in children) == [
+        ("care_team_member", "CREATE"),
+        ("patient_phone", "CREATE"),
+    ]
+    assert {e.parent_id for e in children} == {str(patient_id)}
+    link = next(e for e in children if e.entity == "care_team_member")
+    assert {k: new_of(link)[k] for k in ("doctor_id", "role", "status")} == {
+        "doctor_id": doctor.id,
+        "role": "REFERRING",
+        "status": "ACTIVE",
+    }
 
     mark = last_id()
     post_form(browser, f"/admin/patient/edit/?id={patient_id}", email="lucia@new.example.com")
@@ -256,7 +293,7 @@ def test_doctor_with_phone_rows_added_edited_and_removed_in_one_save(browser, ad
         first_name="Ana",
         last_name="Soto",
         email="ana.soto@example.com",
-        specialty="RADIOLOGY",
+        specialties="RADIOLOGY",
         clinic=str(clinic.id),
     )
     for i, (number, kind) in enumerate([("55 1234 5678", "MOBILE"), ("55 1111 2222", "HOME")]):
@@ -265,7 +302,7 @@ def test_doctor_with_phone_rows_added_edited_and_removed_in_one_save(browser, ad
     assert browser.post("/admin/doctor/new/", data=data).status_code == 302
     doctor_id = created_id(Doctor, email="ana.soto@example.com")
     doctor = one(mark, entity="doctor")
-    assert doctor.action == "CREATE" and new_of(doctor)["specialty"] == "RADIOLOGY"
+    assert doctor.action == "CREATE" and new_of(doctor)["specialties"] == ["RADIOLOGY"]
     phones = entries_after(mark, entity="doctor_phone")
     assert sorted((e.action, new_of(e)["number"], new_of(e)["kind"]) for e in phones) == [
         ("CREATE", "+525511112222", "HOME"),
@@ -830,7 +867,7 @@ def test_doctor_history_includes_its_phones(browser, admin):
     post_form(browser, url, **{"phones-0-number": "55 8765 4321"})
     rows = history_rows(browser.get(f"/admin/doctor/history/?id={doctor.id}").get_data(True))
     assert rows[0] == (ADMIN_EMAIL, "UPDATE", "number : +525512345678 → +525587654321")
-    assert {action for _w, action, _c in rows[1:]} == {"CREATE"}
+    assert {action for _w, action, _c in rows[1:]} == {"CREATE"}, rows
 
 
 # --- restore and revert ----------------------------------------------------------------------
@@ -869,11 +906,11 @@ def test_restore_a_deleted_doctor_with_its_phones(browser, admin):
     assert "Restored: Dr. Eva Luna." in flashes(response.get_data(as_text=True))[0]
     db.session.expire_all()
     back = db.session.get(Doctor, doctor_id)
-    assert (back.first_name, back.last_name, back.licence_number, str(back.specialty)) == (
+    assert (back.first_name, back.last_name, back.licence_number, back.specialties) == (
         "Eva",
         "Luna",
         "CED-1",
-        "CARDIOLOGY",
+        [Specialty.CARDIOLOGY],
     )
     assert back.clinic_id == clinic_id
     assert sorted((p.number, p.is_primary) for p in back.phones) == [
@@ -943,7 +980,9 @@ def test_revert_one_update(browser, admin):
 
     mark = last_id()
     response = undo(browser, "revert", update.id)
-    assert "Reverted: Lucía Herrera." in " ".join(flashes(response.get_data(as_text=True)))
+    assert f"Reverted: Lucía Herrera (MRN {patient.mrn})." in " ".join(
+        flashes(response.get_data(as_text=True))
+    )
     db.session.expire_all()
     assert db.session.get(Patient, patient.id).email == "lucia@old.example.com"
     revert = one(mark, entity="patient")

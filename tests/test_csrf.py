@@ -197,7 +197,7 @@ def test_doctor_form_with_phone_rows_needs_a_token(admin_client):
         "first_name": "Lucia",
         "last_name": "Fono",
         "email": "lucia.fono@test.example.com",
-        "specialty": "CARDIOLOGY",
+        "specialties": "CARDIOLOGY",
         "clinic": str(clinic.id),
         "active": "y",
         "phones-0-number": "+52 55 1234 5678",

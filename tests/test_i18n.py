@@ -238,7 +238,8 @@ PAGES_WORDS = {
             "Fecha de nacimiento",
             "Médico que refiere",
             "N.º de expediente",
-            "Correo electrónico",
+            "Teléfonos",
+            "Sexo",
             "10 abr 1955",
             "Listado",
         ],
@@ -285,7 +286,8 @@ PAGES_WORDS = {
             "Date de naissance",
             "Médecin référent",
             "N° de dossier",
-            "E-mail",
+            "Téléphones",
+            "Sexe",
             "10 avr. 1955",
             "Liste",
         ],
@@ -382,9 +384,13 @@ def test_key_pages_are_translated(client, auth, world, lang):
         assert_translated(visible_text(response.text), words, (lang, url))
     # the patient's details: the birth date in the locale's format, with the age
     details = visible_text(client.get(f"/admin/patient/details/?id={world['patient'].id}").text)
-    age = r"\(\d+ años\)" if lang == "es" else r"\(\d+ ans\)"
-    assert re.search(age, details), (lang, "age")
-    assert_translated(details, PAGES_WORDS[lang]["/admin/patient/"][1:3], (lang, "details"))
+    age = r"\d+ años · " if lang == "es" else r"\d+ ans · "
+    assert re.search(age, details), (lang, "age", details[:600])
+    chart_words = {
+        "es": ["nació el 10 abr 1955", "Médico que refiere", "Datos de contacto", "Historial"],
+        "fr": ["né le 10 avr. 1955", "Médecin référent", "Coordonnées", "Historique"],
+    }
+    assert_translated(details, chart_words[lang], (lang, "chart"))
 
 
 def test_english_is_the_source_and_the_default(client, auth, world):
@@ -436,9 +442,16 @@ FLASK_ADMIN_WORDS = {
 }
 FILTER_OPERATIONS = {"es": ("contiene", "entre"), "fr": ("contient", "entre")}
 FORM_ERRORS = {
-    # Flask-Admin's message (from our additions to its catalog) and WTForms' own message
-    "es": ("No se pudo crear el registro.", "Este campo es obligatorio."),
-    "fr": ("Impossible de créer l'enregistrement.", "Ce champ est requis."),
+    # our words for Flask-Admin's "Failed to create record." and WTForms' own message
+    "es": (
+        "No se guardó nada: corrija los campos señalados abajo y guarde de nuevo.",
+        "Este campo es obligatorio.",
+    ),
+    "fr": (
+        "Rien n'a été enregistré\u00a0: corrigez les champs signalés ci-dessous et enregistrez "
+        "à nouveau.",
+        "Ce champ est requis.",
+    ),
 }
 SAVE_BUTTONS = {"es": "Guardar y agregar otro", "fr": "Enregistrer et en ajouter un autre"}
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from backoffice.extensions import db
-from backoffice.models import AuditEntry, Doctor, ImportBatch, Patient, Study
+from backoffice.models import AuditEntry, Doctor, ImportBatch, Patient, Specialty, Study
 from backoffice.services.audit import acting_as
 from backoffice.services.imports import run_import
 from tests.factories import make_clinic, make_doctor, make_patient, make_study
@@ -352,7 +352,7 @@ def test_two_rows_with_the_same_key_are_a_conflict(write):
 
 def test_skip_invalid_keeps_exactly_the_rows_the_preview_accepted(write):
     make_clinic("Known Clinic")
-    existing = make_patient("Old", "Email", email="old@example.com")  # no record number
+    existing = make_patient("Old", "Email", email="old@example.com")  # MRN from the sequence
     db.session.commit()
     head = "first_name,last_name,birth_date,email,id,clinic\n"
     rows = [
@@ -360,7 +360,7 @@ def test_skip_invalid_keeps_exactly_the_rows_the_preview_accepted(write):
         "B,Dup,1970-01-01,same@example.com,E2,",
         "C,Clinic,1970-01-01,,E3,Nowhere",  # unknown clinic
         "D,Good,1970-01-01,d@example.com,E4,Known Clinic",
-        "E,Found,1970-01-01,old@example.com,E5,",  # the existing patient, who gets an MRN
+        "E,Found,1970-01-01,old@example.com,,",  # the existing patient, found by email
     ]
     path = write(head + "\n".join(rows) + "\n")
     preview = run_import(path, "patients")
@@ -378,11 +378,11 @@ def test_skip_invalid_keeps_exactly_the_rows_the_preview_accepted(write):
     )
     assert [p["line"] for p in report.problems] == [p["line"] for p in preview.problems]
     db.session.expire_all()
-    assert sorted(db.session.scalars(select(Patient.mrn).where(Patient.mrn.is_not(None)))) == [
-        "E4",
-        "E5",
-    ]
-    assert db.session.get(Patient, existing.id).mrn == "E5"
+    mrn = existing.mrn
+    assert mrn.startswith("MRN-")
+    assert sorted(db.session.scalars(select(Patient.mrn))) == sorted(["E4", mrn])
+    found = db.session.get(Patient, existing.id)
+    assert (found.mrn, found.first_name, found.last_name) == (mrn, "E", "Found")  # kept its MRN
     assert patient("E4").clinic.name == "Known Clinic"
     assert patient("E4").import_batch_id == report.batch_id
 
@@ -461,7 +461,7 @@ def test_doctors_by_email_clinics_by_name_phones_merged_without_duplicates(write
     )
     assert first.outcome == "committed", first.text_lines()
     doctor = db.session.scalars(select(Doctor)).one()
-    assert doctor.clinic_id == clinic.id and doctor.specialty.value == "RADIOLOGY"
+    assert doctor.clinic_id == clinic.id and doctor.specialties == [Specialty.RADIOLOGY]
     assert [(p.number, p.kind.value, p.is_primary) for p in doctor.phones] == [
         ("+525512345678", "MOBILE", True),
         ("+525552081001", "OFFICE", False),

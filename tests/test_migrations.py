@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import date
 from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask, current_app
-from sqlalchemy import Column, Index, Integer, MetaData, String, inspect
+from sqlalchemy import Column, Index, Integer, MetaData, String, inspect, text
 
 from backoffice import create_app
 from backoffice.extensions import db
@@ -101,41 +102,195 @@ def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path):
             db.engine.dispose()
 
 
+# --------------------------------------------------------------------------- 0014: the chart
+
+OLD_HEAD = "0010_study_date_cover_id"
+
+
+def _old_rows(conn) -> None:  # noqa: ANN001
+    """What a database at 0010 holds: a clinic, two doctors, patients with and without an MRN
+    (one of them already in the sequence's format), referring doctors, phones, studies. A fresh
+    database numbers them from 1, in this order."""
+    now = "2026-01-01 10:00:00"
+    conn.execute(
+        text(
+            "INSERT INTO clinic (name, city, created_at, updated_at, version) "
+            "VALUES ('Clínica Vieja', 'Puebla', :now, :now, 1)"
+        ),
+        {"now": now},
+    )
+    for doctor_id, email, specialty in (
+        (1, "ana@old.example.com", "RADIOLOGY"),
+        (2, "luis@old.example.com", "ONCOLOGY"),
+    ):
+        conn.execute(
+            text(
+                "INSERT INTO doctor (first_name, last_name, email, specialty, clinic_id, "
+                "active, created_at, updated_at, version) VALUES ('Doc', :last, :email, "
+                ":specialty, 1, :yes, :now, :now, 1)"
+            ),
+            {
+                "id": doctor_id,
+                "last": f"Old{doctor_id}",
+                "email": email,
+                "specialty": specialty,
+                "yes": True,
+                "now": now,
+            },
+        )
+    conn.execute(
+        text(
+            "INSERT INTO doctor_phone (doctor_id, number, kind, is_primary) "
+            "VALUES (1, '+525512345678', 'MOBILE', :yes)"
+        ),
+        {"yes": True},
+    )
+    patients = [
+        (1, "1", "Jose", 1),
+        (2, None, "Sin", 2),  # no MRN: gets the first free number
+        (3, "MRN-000001", "Formato", None),  # already holds what would be the first number
+        (4, None, "Otro", None),
+    ]
+    for patient_id, mrn, first, doctor_id in patients:
+        conn.execute(
+            text(
+                "INSERT INTO patient (mrn, first_name, last_name, birth_date, "
+                "referring_doctor_id, clinic_id, created_at, updated_at, version) VALUES "
+                "(:mrn, :first, 'Antiguo', '1970-01-01', :doctor, 1, :now, :now, 3)"
+            ),
+            {"id": patient_id, "mrn": mrn, "first": first, "doctor": doctor_id, "now": now},
+        )
+    conn.execute(
+        text(
+            "INSERT INTO study (patient_id, urgency, body_part, study_type, study_date, "
+            "created_at, updated_at, version) VALUES (1, 'HIGH', 'CHEST', 'XRAY', '2026-01-01', "
+            ":now, :now, 1)"
+        ),
+        {"now": now},
+    )
+
+
+# The study's columns before the workflow (migration 0013 adds its own after them).
+OLD_STUDY_COLUMNS = (
+    "id, patient_id, urgency, body_part, description, study_type, ordering_doctor_id, "
+    "study_date, accession_number, created_at, updated_at, version, import_batch_id"
+)
+
+
+def _all_rows(conn) -> dict[str, list[tuple]]:  # noqa: ANN001
+    tables = ("clinic", "doctor_phone", "audit_log")
+    out = {
+        t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1"))]  # noqa: S608
+        for t in tables
+    }
+    out["study"] = [
+        tuple(r)
+        for r in conn.execute(text(f"SELECT {OLD_STUDY_COLUMNS} FROM study ORDER BY id"))  # noqa: S608
+    ]
+    out["user_account"] = [
+        tuple(r) for r in conn.execute(text("SELECT id, email FROM user_account ORDER BY id"))
+    ]
+    out["doctor"] = [
+        tuple(r)
+        for r in conn.execute(
+            text("SELECT id, first_name, last_name, email, clinic_id FROM doctor ORDER BY id")
+        )
+    ]
+    out["patient"] = [
+        tuple(r)
+        for r in conn.execute(
+            text(
+                "SELECT id, first_name, last_name, birth_date, referring_doctor_id, clinic_id, "
+                "version FROM patient ORDER BY id"
+            )
+        )
+    ]
+    return out
+
+
+def test_migration_0014_keeps_every_row_and_gives_every_patient_an_mrn(tmp_path: Path):
+    """From the schema before the chart (0010) to the head and back, with data in it."""
+    from flask_migrate import downgrade, upgrade
+
+    from tests.scratch import scratch_database
+
+    with scratch_database(tmp_path, "mig14") as url:
+        other: Flask = create_app({"ENV_NAME": "testing", "SQLALCHEMY_DATABASE_URI": url})
+        with other.app_context():
+            try:
+                upgrade(revision=OLD_HEAD)
+                with db.engine.begin() as conn:
+                    _old_rows(conn)
+                    before = _all_rows(conn)
+                upgrade()
+                with db.engine.connect() as conn:
+                    after = _all_rows(conn)
+                    assert after == before  # nothing lost, nothing changed
+                    mrns = dict(conn.execute(text("SELECT id, mrn FROM patient")).all())
+                    # in id order, skipping the number patient 3 already holds
+                    assert mrns == {1: "1", 2: "MRN-000002", 3: "MRN-000001", 4: "MRN-000003"}
+                    links = conn.execute(
+                        text(
+                            "SELECT patient_id, doctor_id, role, status FROM care_team_member "
+                            "ORDER BY patient_id"
+                        )
+                    ).all()
+                    assert [tuple(r) for r in links] == [
+                        (1, 1, "REFERRING", "ACTIVE"),
+                        (2, 2, "REFERRING", "ACTIVE"),
+                    ]
+                    specialties = conn.execute(
+                        text("SELECT doctor_id, specialty FROM doctor_specialty ORDER BY 1")
+                    ).all()
+                    assert [tuple(r) for r in specialties] == [(1, "RADIOLOGY"), (2, "ONCOLOGY")]
+                    flags = conn.execute(
+                        text("SELECT DISTINCT sex, active, contrast_allergy FROM patient")
+                    ).all()
+                    assert [(s, bool(a), bool(c)) for s, a, c in flags] == [
+                        ("UNKNOWN", True, False)
+                    ]
+                # the sequence goes on after the numbers the migration gave
+                with other.test_request_context():
+                    from backoffice.models import Patient
+
+                    patient = Patient(
+                        first_name="Nuevo", last_name="Paciente", birth_date=date(1990, 1, 1)
+                    )
+                    db.session.add(patient)
+                    db.session.commit()
+                    assert patient.mrn == "MRN-000004"
+                    db.session.delete(patient)
+                    db.session.commit()
+                    db.session.remove()
+
+                downgrade(revision=OLD_HEAD)
+                with db.engine.connect() as conn:
+                    back = _all_rows(conn)
+                    assert back["patient"] == before["patient"]
+                    assert back["doctor"] == before["doctor"]
+                    assert {t: back[t] for t in ("clinic", "doctor_phone", "study")} == {
+                        t: before[t] for t in ("clinic", "doctor_phone", "study")
+                    }
+                    specialties = conn.execute(
+                        text("SELECT id, specialty FROM doctor ORDER BY id")
+                    ).all()
+                    assert [tuple(r) for r in specialties] == [(1, "RADIOLOGY"), (2, "ONCOLOGY")]
+                upgrade()
+            finally:
+                db.engine.dispose()
+
+
 # --------------------------------------------------------------------------- 0013: no row lost
 
 
-@pytest.fixture
-def scratch_database(tmp_path: Path):
-    """A database of its own: a SQLite file, or a PostgreSQL database next to the test one."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from tests.conftest import _database_url
-
-    base = _database_url()
-    if base.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'migrate.sqlite'}"
-        return
-    name = f"{make_url(base).database}_migrate"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-BEFORE_WORKFLOW = "0010_study_date_cover_id"
+# The revision before the workflow's (0013 follows the patient chart's 0014b).
+BEFORE_WORKFLOW = "0014b_doctor_profile"
 ROWS = [
     "INSERT INTO clinic (id, name, city, created_at, updated_at, version) "
     "VALUES (1, 'Clínica Norte', 'Puebla', :t, :t, 3)",
-    "INSERT INTO doctor (id, first_name, last_name, email, specialty, clinic_id, active, "
+    "INSERT INTO doctor (id, first_name, last_name, email, clinic_id, active, "
     "created_at, updated_at, version) "
-    "VALUES (1, 'Ana', 'Núñez', 'ana@m.example.com', 'RADIOLOGY', 1, :yes, :t, :t, 1)",
+    "VALUES (1, 'Ana', 'Núñez', 'ana@m.example.com', 1, :yes, :t, :t, 1)",
     "INSERT INTO doctor_phone (id, doctor_id, number, kind, is_primary) "
     "VALUES (1, 1, '+525512345678', 'MOBILE', :yes)",
     "INSERT INTO patient (id, mrn, first_name, last_name, birth_date, email, "
@@ -157,7 +312,7 @@ ROWS = [
 ]
 
 
-def _all_rows(conn) -> dict[str, list[dict]]:
+def _rows_by_table(conn) -> dict[str, list[dict]]:
     from sqlalchemy import MetaData, select
 
     meta = MetaData()
@@ -171,7 +326,7 @@ def _all_rows(conn) -> dict[str, list[dict]]:
     return out
 
 
-def test_the_workflow_migration_keeps_every_row(scratch_database):
+def test_the_workflow_migration_keeps_every_row(tmp_path: Path):
     """Migrating a database of the schema before the workflow: every row of every table is
     kept as it was; studies are PERFORMED with ``performed_at`` from their date; the triggers
     of migration 0008 still keep the per-patient summary; ids are still never reused."""
@@ -182,9 +337,13 @@ def test_the_workflow_migration_keeps_every_row(scratch_database):
 
     from backoffice.auth.scope import EVERYTHING, using_scope
     from backoffice.models import Study, StudyStatus
+    from tests.scratch import scratch_database
 
-    app = create_app({"ENV_NAME": "testing", "SQLALCHEMY_DATABASE_URI": scratch_database})
-    with app.app_context(), using_scope(EVERYTHING):
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(scratch_database(tmp_path, "mig13"))
+        app = create_app({"ENV_NAME": "testing", "SQLALCHEMY_DATABASE_URI": url})
+        stack.enter_context(app.app_context())
+        stack.enter_context(using_scope(EVERYTHING))
         try:
             upgrade(revision=BEFORE_WORKFLOW)
             now = datetime(2026, 2, 1, 10, 30, tzinfo=UTC)
@@ -197,10 +356,10 @@ def test_the_workflow_migration_keeps_every_row(scratch_database):
                         sql = f"SELECT setval('{table}_id_seq', (SELECT max(id) FROM {table}))"  # noqa: S608
                         conn.execute(text(sql))
                 conn.execute(text("DELETE FROM study WHERE id = 3"))  # id 3 must stay unused
-                before = _all_rows(conn)
+                before = _rows_by_table(conn)
             upgrade()
             with db.engine.begin() as conn:
-                after = _all_rows(conn)
+                after = _rows_by_table(conn)
             assert set(after) >= set(before)
             for table, rows in before.items():
                 assert len(after[table]) == len(rows) + (1 if table == "role" else 0), table
@@ -236,7 +395,7 @@ def test_the_workflow_migration_keeps_every_row(scratch_database):
                 assert status == "PERFORMED"  # a row written without a status
             downgrade(revision=BEFORE_WORKFLOW)
             with db.engine.begin() as conn:
-                back = _all_rows(conn)
+                back = _rows_by_table(conn)
             assert len(back["study"]) == 3 and len(back["role"]) == 4
         finally:
             db.session.remove()

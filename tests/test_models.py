@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -254,15 +255,32 @@ def test_doctor_email_is_required():
 # --- other unique keys --------------------------------------------------------------------
 
 
-def test_mrn_is_unique_when_present():
+def test_mrn_is_unique_and_given_from_the_sequence_when_left_empty():
     make_patient(mrn="1")
-    make_patient(mrn=None)
-    make_patient(mrn="")
+    second = make_patient(mrn=None)
+    third = make_patient(mrn="")
     db.session.commit()
+    # the next numbers, in the order added (PostgreSQL's sequence does not roll back with the
+    # suite's per-test transactions: its numbers go on from test to test)
+    numbers = [int(re.fullmatch(r"MRN-(\d{6})", p.mrn).group(1)) for p in (second, third)]
+    assert numbers[1] == numbers[0] + 1
     with pytest.raises(IntegrityError):
         make_patient(mrn=" 1 ")
     db.session.rollback()
-    assert sorted(db.session.scalars(select(Patient.mrn)).all(), key=str) == ["1", None, None]
+    assert sorted(db.session.scalars(select(Patient.mrn)).all()) == ["1", second.mrn, third.mrn]
+
+
+def test_a_deleted_patients_mrn_is_never_given_again():
+    gone = make_patient()
+    db.session.commit()
+    number = gone.mrn
+    db.session.delete(gone)
+    db.session.commit()
+    assert make_patient().mrn > number
+    # and a number someone typed in the sequence's format is skipped, not taken twice
+    typed = make_patient(mrn="MRN-000003")
+    db.session.commit()
+    assert make_patient().mrn not in (typed.mrn, number)
 
 
 def test_licence_number_is_unique_when_given():
@@ -327,12 +345,16 @@ def test_body_part_with_punctuation_is_refused():
 
 def test_enum_codes_are_case_insensitive():
     study = make_study(urgency="high", study_type="Mammogram", body_part="breasts")
-    doctor = make_doctor(specialty="radiology")
+    doctor = make_doctor(specialties=["radiology", "Oncology"])
     doctor.phones.append(DoctorPhone(number="55 1234 5678", kind="office"))
     db.session.commit()
     assert stored(Study, Study.urgency, study.id) is Urgency.HIGH
     assert stored(Study, Study.study_type, study.id) is StudyType.MAMMOGRAM
-    assert stored(Doctor, Doctor.specialty, doctor.id) is Specialty.RADIOLOGY
+    db.session.expire_all()
+    assert db.session.get(Doctor, doctor.id).specialties == [
+        Specialty.RADIOLOGY,
+        Specialty.ONCOLOGY,
+    ]
     assert db.session.scalars(select(DoctorPhone.kind)).one() is PhoneKind.OFFICE
     # codes are stored as their upper-case names
     raw = db.session.execute(select(Study.__table__.c.urgency, Study.__table__.c.study_type)).one()
@@ -344,7 +366,7 @@ def test_unknown_enum_code_is_refused_with_the_allowed_codes():
         Study(urgency="urgent")
     assert str(info.value) == "'urgent' is not one of the allowed codes: HIGH, MID, LOW."
     with pytest.raises(RuleError, match="RADIOLOGY, GENERAL_PRACTICE"):
-        Doctor(specialty="surgeon")
+        Doctor(specialties=["surgeon"])
     with pytest.raises(RuleError, match="MOBILE, OFFICE, HOME, FAX"):
         DoctorPhone(kind="pager")
 
@@ -358,7 +380,8 @@ def test_study_date_defaults_to_today():
 def test_doctor_specialty_defaults_to_general_practice_and_active():
     doctor = make_doctor()
     db.session.commit()
-    assert stored(Doctor, Doctor.specialty, doctor.id) is Specialty.GENERAL_PRACTICE
+    db.session.expire_all()
+    assert db.session.get(Doctor, doctor.id).specialties == [Specialty.GENERAL_PRACTICE]
     assert stored(Doctor, Doctor.active, doctor.id) is True
 
 
@@ -480,7 +503,7 @@ def test_every_model_reads_well_as_text():
     phone = DoctorPhone(number="55 1234 5678", kind="OFFICE", is_primary=True)
     doctor.phones.append(phone)
     patient = make_patient("Jose", "Villalobos", mrn="1")
-    nameless = make_patient("Diana Laura", "Del Toro")
+    numbered = make_patient("Diana Laura", "Del Toro")
     study = make_study(
         patient, urgency="HIGH", study_type="XRAY", body_part="stomach", study_date=date(2026, 3, 1)
     )
@@ -490,7 +513,7 @@ def test_every_model_reads_well_as_text():
     assert str(doctor) == "Dr. María José Núñez"
     assert str(phone) == "+525512345678 (Office)"
     assert str(patient) == "Jose Villalobos (MRN 1)"
-    assert str(nameless) == "Diana Laura Del Toro"
+    assert str(numbered) == f"Diana Laura Del Toro (MRN {numbered.mrn})"
     assert str(study) == "X-ray STOMACH 2026-03-01"  # the type's label, not its code
     assert str(role) == "Operator"
     assert str(user) == "Operator One <op@example.com>"

@@ -79,6 +79,25 @@ for _m in (
 for _m in ("create_view", "edit_view", "delete_view", "action_view", "ajax_update"):
     EXPECTED[(f"user.{_m}", "POST")] = ADMIN_ONLY
 
+# Care-team links are part of the patient's record: the roles that edit a patient add and
+# change them (here or inline on the patient); deleting one is for admins.
+EXPECTED.update(
+    {
+        ("care_team.index_view", "GET"): EVERYONE,
+        ("care_team.details_view", "GET"): EVERYONE,
+        ("care_team.create_view", "GET"): EDITORS,
+        ("care_team.create_view", "POST"): EDITORS,
+        ("care_team.edit_view", "GET"): EDITORS,
+        ("care_team.edit_view", "POST"): EDITORS,
+        ("care_team.delete_view", "POST"): ADMIN_ONLY,
+        ("care_team.action_view", "POST"): ADMIN_ONLY,
+        ("care_team.ajax_lookup", "GET"): LOOKUP,
+        ("care_team.ajax_update", "POST"): EDITORS,
+        ("care_team.export", "GET"): EXPORTERS,
+        ("care_team.history_view", "GET"): EVERYONE,
+    }
+)
+
 # The audit log: admins read it and undo from it; nobody creates, edits or deletes an entry.
 EXPECTED.update(
     {
@@ -168,11 +187,14 @@ class World:
     study_id: int
     user_id: int
     audit_entry_id: int
+    link_id: int = 0
+    other_doctor_id: int = 0
     #: a study of the same patient, reported (its report signed): the report's pages
     reported_study_id: int = 0
     #: another doctor's study and patient, out of the doctor role's reach
     other_patient_id: int = 0
     other_study_id: int = 0
+    other_link_id: int = 0
 
 
 @pytest.fixture
@@ -182,7 +204,9 @@ def world() -> World:
     clinic = make_clinic("Matrix Clinic", city="Puebla")
     doctor = make_doctor("Marta", "Matrix", clinic=clinic, phones=["55 1111 2222"])
     # The doctor user of the walk is Dr. Matrix: the study is theirs to see (they ordered it).
-    patient = make_patient("Pablo", "Matrix", mrn="MX-1", email="pablo@matrix.example.com")
+    patient = make_patient(
+        "Pablo", "Matrix", mrn="MX-1", email="pablo@matrix.example.com", referring_doctor=doctor
+    )
     study = make_study(patient=patient, ordering_doctor=doctor)
     reported = make_study(
         patient=patient,
@@ -203,13 +227,22 @@ def world() -> World:
         )
     )
     reported.status = StudyStatus.REPORTED
-    other_doctor = make_doctor("Otto", "Other", clinic=clinic)
-    other_patient = make_patient("Olga", "Other", mrn="MX-2", email="olga@matrix.example.com")
+    other_doctor = make_doctor("Otto", "Matrix", clinic=clinic)
+    other_patient = make_patient(
+        "Olga", "Other", mrn="MX-2", email="olga@matrix.example.com", referring_doctor=other_doctor
+    )
     other_study = make_study(patient=other_patient, ordering_doctor=other_doctor)
     target = make_user("target@matrix.example.com", RoleName.SUPPORT)
     db.session.commit()
+    from backoffice.models import CareTeamMember
 
     entry_id = db.session.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
+    link_id = db.session.scalar(
+        select(CareTeamMember.id).where(CareTeamMember.patient_id == patient.id)
+    )
+    other_link_id = db.session.scalar(
+        select(CareTeamMember.id).where(CareTeamMember.patient_id == other_patient.id)
+    )
     return World(
         clinic.id,
         doctor.id,
@@ -217,9 +250,12 @@ def world() -> World:
         study.id,
         target.id,
         entry_id,
+        link_id,
+        other_doctor.id,
         reported_study_id=reported.id,
         other_patient_id=other_patient.id,
         other_study_id=other_study.id,
+        other_link_id=other_link_id,
     )
 
 
@@ -230,6 +266,7 @@ def _record_id(view: str, w: World) -> int:
         "patient": w.patient_id,
         "study": w.study_id,
         "user": w.user_id,
+        "care_team": w.link_id,
         "audit": w.audit_entry_id,
         "import_batch": 1,  # may not exist: an admin is redirected, everyone else refused
     }[view]
@@ -242,11 +279,22 @@ def _create_data(view: str, w: World) -> dict:
             "first_name": "New",
             "last_name": "Doctor",
             "email": "new.doctor@matrix.example.com",
-            "specialty": "RADIOLOGY",
+            "specialties": "RADIOLOGY",
             "clinic": str(w.clinic_id),
             "active": "y",
         },
-        "patient": {"first_name": "New", "last_name": "Patient", "birth_date": "1980-01-01"},
+        "patient": {
+            "first_name": "New",
+            "last_name": "Patient",
+            "birth_date": "1980-01-01",
+            "active": "y",
+        },
+        "care_team": {
+            "patient": str(w.patient_id),
+            "doctor": str(w.other_doctor_id),
+            "role": "SPECIALIST",
+            "status": "ACTIVE",
+        },
         "study": {
             "patient": str(w.patient_id),
             "study_date": date.today().isoformat(),
@@ -271,7 +319,7 @@ def _edit_data(view: str, w: World) -> dict:
             "first_name": "Marta",
             "last_name": "Edited",
             "email": "marta@matrix.example.com",
-            "specialty": "ONCOLOGY",
+            "specialties": "ONCOLOGY",
             "clinic": str(w.clinic_id),
             "active": "y",
         },
@@ -281,6 +329,14 @@ def _edit_data(view: str, w: World) -> dict:
             "last_name": "Edited",
             "birth_date": "1970-01-01",
             "email": "pablo@matrix.example.com",
+            "active": "y",
+        },
+        "care_team": {
+            "patient": str(w.patient_id),
+            "doctor": str(w.doctor_id),
+            "role": "REFERRING",
+            "status": "ACTIVE",
+            "reason": "Edited",
         },
         "study": {
             "patient": str(w.patient_id),
@@ -324,7 +380,7 @@ def build_request(
             "template": ("/admin/bulk-upload/template/patients.csv", None),
         }[step]
     view, name = endpoint.split(".")
-    base = f"/admin/{view}/"
+    base = {"care_team": "/admin/care-team/"}.get(view, f"/admin/{view}/")
     rid = record_id if record_id is not None else _record_id(view, w)
     if name == "transition_view":
         return f"{base}transition/", {"id": str(rid), "transition": "check_in", "version": "1"}
@@ -353,7 +409,13 @@ def build_request(
     if name == "action_view":
         return f"{base}action/", {"action": "delete", "rowid": str(rid)}
     if name == "ajax_lookup":
-        field = {"clinic": "x", "doctor": "clinic", "patient": "clinic", "study": "patient"}
+        field = {
+            "clinic": "x",
+            "doctor": "clinic",
+            "patient": "clinic",
+            "study": "patient",
+            "care_team": "doctor",
+        }
         return f"{base}ajax/lookup/?name={field.get(view, 'x')}&query=Ma", None
     if name == "ajax_update":
         return f"{base}ajax/update/", {"list_form_pk": str(rid), "name": "Changed"}
@@ -447,7 +509,7 @@ def test_role_matrix(client, world, endpoint: str, method: str, role: str):
         assert after == before
 
 
-@pytest.mark.parametrize("view", RECORD_VIEWS)
+@pytest.mark.parametrize("view", [*RECORD_VIEWS, "care_team"])
 def test_allowed_writes_really_happen(client, world, view):
     """The matrix test proves refusals; this proves an allowed create actually writes."""
     _login(client, "OPERATOR")
@@ -503,11 +565,13 @@ def test_delete_by_get_is_refused(client, world):
 
 # --------------------------------------------------------------------------- the record scope
 
-# Every endpoint that names a patient or a study (by ``id``, ``rowid`` or ``list_form_pk``).
+# The views of scoped entities (a patient, a study, a patient's care-team link), and every
+# endpoint of theirs that names a record (by ``id``, ``rowid`` or ``list_form_pk``).
+SCOPED_VIEWS = ("patient", "study", "care_team")
 NAMED_RECORD = sorted(
     (endpoint, method)
     for endpoint, method in EXPECTED
-    if endpoint.split(".")[0] in ("patient", "study")
+    if endpoint.split(".")[0] in SCOPED_VIEWS
     and endpoint.split(".")[1] not in ("index_view", "create_view", "ajax_lookup", "export")
 )
 
@@ -518,7 +582,7 @@ def test_the_scope_walk_covers_every_record_endpoint(app):
     unnamed = {"index_view", "create_view", "ajax_lookup", "export"}
     for endpoint, _method in app_endpoints(app):
         view, _sep, name = endpoint.partition(".")
-        if view in ("patient", "study") and name not in unnamed and name != "static":
+        if view in SCOPED_VIEWS and name not in unnamed and name != "static":
             assert any(e == endpoint for e, _m in NAMED_RECORD), endpoint
 
 
@@ -526,11 +590,16 @@ def test_the_scope_walk_covers_every_record_endpoint(app):
     ("endpoint", "method"), NAMED_RECORD, ids=[f"{e}-{m}" for e, m in NAMED_RECORD]
 )
 def test_a_doctor_gets_404_on_another_doctors_study_and_patient(client, world, endpoint, method):
-    """Through every endpoint that names a record, whatever the role allows there: 404, nothing
-    sent of the record, nothing changed."""
+    """Through every endpoint that names a record (the other patient's care-team link too),
+    whatever the role allows there: 404, nothing sent of the record, nothing changed."""
     _login(client, "DOCTOR", world.doctor_id)
     view = endpoint.split(".")[0]
-    other = world.other_study_id if view == "study" else world.other_patient_id
+    other = {
+        "study": world.other_study_id,
+        "patient": world.other_patient_id,
+        "care_team": world.other_link_id,
+    }[view]
+    assert other
     url, data = build_request(endpoint, method, world, record_id=other)
     if (
         data is not None

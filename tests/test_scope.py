@@ -54,10 +54,15 @@ def case() -> Case:
     clinic = make_clinic("Scope Clinic")
     ada = make_doctor("Ada", "Scope", clinic=clinic, email="ada@scope.example.com")
     bea = make_doctor("Bea", "Other", clinic=clinic, email="bea@scope.example.com")
-    pia = make_patient("Pia", "Visible", mrn="SC-PIA", email="pia@scope.example.com")
+    # Dr. Bea refers Pia and Sara: each gets a REFERRING care-team link (the chart's rule).
+    pia = make_patient(
+        "Pia", "Visible", mrn="SC-PIA", email="pia@scope.example.com", referring_doctor=bea
+    )
     quique = make_patient("Quique", "Visible", mrn="SC-QUI")
     rosa = make_patient("Rosa", "Mixed", mrn="SC-ROS")
-    sara = make_patient("Sara", "Hidden", mrn="SC-SAR", email="sara@scope.example.com")
+    sara = make_patient(
+        "Sara", "Hidden", mrn="SC-SAR", email="sara@scope.example.com", referring_doctor=bea
+    )
     make_study(
         patient=pia, ordering_doctor=ada, accession_number="V-1", study_date=TODAY, urgency="LOW"
     )
@@ -225,6 +230,11 @@ def test_ajax_look_ups_offer_nothing_out_of_reach(doctor, case, monkeypatch):
     response = doctor.get("/admin/study/ajax/lookup/?name=patient&query=SC-")
     assert response.status_code == 200
     assert mrns_in(response.get_data(as_text=True)) == case.visible_patients
+
+
+def test_care_team_links_follow_their_patient(doctor, case):
+    page = doctor.get("/admin/care-team/").get_data(as_text=True)
+    assert mrns_in(page) == {"SC-PIA"}  # Sara's link is out of reach
 
 
 def test_history_of_a_deleted_record_is_not_for_a_scoped_user(doctor, case):

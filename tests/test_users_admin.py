@@ -96,7 +96,7 @@ def test_create_a_user_with_roles_and_an_initial_password(client, admin):
     )
     data["csrf_token"] = form_token(client, "/admin/user/new/")
     response = client.post("/admin/user/new/", data=data, follow_redirects=True)
-    assert "Record was successfully created." in flashes(response)
+    assert "Saved New Person (new.person@test.example.com)." in flashes(response)
     user = by_email("new.person@test.example.com")
     assert user is not None
     assert user.role_names == {RoleName.MANAGER, RoleName.SUPPORT}
@@ -154,7 +154,7 @@ def test_change_roles(client, admin):
     response = post_edit(
         client, user, roles=[role_id(RoleName.OPERATOR), role_id(RoleName.MANAGER)]
     )
-    assert "Record was successfully saved." in flashes(response)
+    assert "Saved roles (roles@test.example.com)." in flashes(response)
     assert fresh(user.id).role_names == {RoleName.OPERATOR, RoleName.MANAGER}
     post_edit(client, user, roles=[])
     assert fresh(user.id).role_names == frozenset()
@@ -164,7 +164,7 @@ def test_deactivate_and_reactivate_with_the_edit_form(client, admin):
     user = make_user("toggle@test.example.com", RoleName.OPERATOR)
     token_before = user.session_token
     response = post_edit(client, user, active=None)
-    assert "Record was successfully saved." in flashes(response)
+    assert "Saved toggle (toggle@test.example.com)." in flashes(response)
     assert fresh(user.id).active is False
     assert fresh(user.id).session_token != token_before
     post_edit(client, fresh(user.id), active="y")
@@ -187,7 +187,7 @@ def test_deactivate_and_reactivate_with_bulk_actions(client, admin):
 def test_reset_a_password(client, admin):
     user = make_user("reset@test.example.com", RoleName.OPERATOR)
     response = post_edit(client, user, new_password=NEW_PASSWORD)
-    assert "Record was successfully saved." in flashes(response)
+    assert "Saved reset (reset@test.example.com)." in flashes(response)
     after = fresh(user.id)
     assert after.check_password(NEW_PASSWORD)
     assert not after.check_password(PASSWORD)
@@ -263,7 +263,7 @@ def test_two_admins_cannot_deactivate_each_other_in_one_bulk_action(client, admi
 def test_an_admin_can_go_once_another_admin_remains(client, admin):
     second = make_user("deputy@test.example.com", RoleName.ADMIN)
     response = post_edit(client, second, roles=[role_id(RoleName.MANAGER)])
-    assert "Record was successfully saved." in flashes(response)
+    assert "Saved deputy (deputy@test.example.com)." in flashes(response)
     assert fresh(second.id).role_names == {RoleName.MANAGER}
     post_edit(client, fresh(second.id), roles=[role_id(RoleName.ADMIN)])
     response = post_action(client, "deactivate", second)
@@ -411,7 +411,7 @@ def test_a_password_reset_by_an_admin_lifts_a_lockout(client, admin):
     assert fresh(user.id).locked_until is not None
 
     response = post_edit(client, fresh(user.id), new_password=NEW_PASSWORD)
-    assert "Record was successfully saved." in flashes(response)
+    assert "Saved locked-out (locked-out@test.example.com)." in flashes(response)
     after = fresh(user.id)
     assert after.locked_until is None and after.failed_login_count == 0
     assert AuthActions(other).login(user.email, NEW_PASSWORD).headers["Location"] == "/admin/"

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, message_flashed
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
 from backoffice.admin_views.audit import AuditLogView
 from backoffice.admin_views.bulk_upload import BulkUploadView
+from backoffice.admin_views.care_team import CareTeamView
 from backoffice.admin_views.clinic import ClinicView
 from backoffice.admin_views.dashboard import DashboardView
 from backoffice.admin_views.doctor import DoctorView
 from backoffice.admin_views.import_batch import ImportBatchView
 from backoffice.admin_views.listing import PatientStudiesView
 from backoffice.admin_views.patient import PatientView
+from backoffice.admin_views.record_flow import reword_admin_message
 from backoffice.admin_views.study import StudyView
 from backoffice.admin_views.user import UserView
 from backoffice.extensions import db
 from backoffice.i18n import _l
-from backoffice.models import AuditEntry, Clinic, Doctor, ImportBatch, Patient, Study, User
+from backoffice.models import (
+    AuditEntry,
+    CareTeamMember,
+    Clinic,
+    Doctor,
+    ImportBatch,
+    Patient,
+    Study,
+    User,
+)
 from backoffice.security import csp_nonce
 
 
@@ -28,6 +39,8 @@ def init_admin(app: Flask) -> Admin:
     from backoffice.admin_views.formatters import status_badge
 
     app.jinja_env.globals["status_badge"] = status_badge
+    # Flask-Admin's "Record was successfully saved." becomes "Saved <the record>." (record_flow).
+    message_flashed.connect(reword_admin_message, app)
     admin = Admin(
         app,
         name=app.config["BACKOFFICE_NAME"],
@@ -44,6 +57,16 @@ def init_admin(app: Flask) -> Admin:
         PatientView(Patient, db, name=_l("Patients"), category=records, endpoint="patient")
     )
     admin.add_view(StudyView(Study, db, name=_l("Studies"), category=records, endpoint="study"))
+    admin.add_view(
+        CareTeamView(
+            CareTeamMember,
+            db,
+            name=_l("Care teams"),
+            category=records,
+            endpoint="care_team",
+            url="/admin/care-team",
+        )
+    )
     admin.add_view(
         PatientStudiesView(
             name=_l("Patients & studies"), endpoint="patient_studies", url="/admin/patient-studies"

@@ -20,6 +20,7 @@ from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
 from backoffice.i18n import _, _l
 from backoffice.models import AuditEntry
+from backoffice.services.audit import AUDITED
 
 AUDIT = Perm.AUDIT
 
@@ -110,19 +111,8 @@ class AuditLogView(ReadOnlyModelView):
         FilterEqual(
             AuditEntry.entity,
             _l("Entity"),
-            options=[
-                (e, e)
-                for e in (
-                    "clinic",
-                    "doctor",
-                    "doctor_phone",
-                    "patient",
-                    "study",
-                    "report",
-                    "report_addendum",
-                    "user",
-                )
-            ],
+            # every audited entity (phones and care-team links included), from the one list
+            options=[(e, e) for e in sorted(AUDITED.values())],
         ),
         FilterEqual(AuditEntry.entity_id, _l("Record id")),
         FilterEqual(AuditEntry.action, _l("Action"), options=[(a, a) for a in ACTIONS]),

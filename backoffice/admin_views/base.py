@@ -26,12 +26,13 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import or_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import HiddenField
 from wtforms import validators as wtf_validators
 
 from backoffice.admin_views.export import ExportMixin
+from backoffice.admin_views.record_flow import RecordFlowMixin
 from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
 from backoffice.i18n import _
@@ -176,6 +177,10 @@ class SearchAjaxLoader(QueryAjaxModelLoader):
 
     def get_list(self, term: str, offset: int = 0, limit: int = 10) -> Any:
         query = self.get_query()
+        # A model may keep records out of look-ups (inactive patients): ``lookup_criteria``.
+        criteria = getattr(self.model, "lookup_criteria", None)
+        if criteria is not None:
+            query = query.filter(criteria())
         for word in term.split():
             clauses = [
                 clause
@@ -190,8 +195,9 @@ class SearchAjaxLoader(QueryAjaxModelLoader):
         return query.order_by(*order, pk).offset(offset).limit(limit).all()
 
 
-class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
-    """Base of every model view: roles, CSRF, stable sorting, and errors that leak nothing."""
+class SecuredModelView(SecuredViewMixin, RecordFlowMixin, ExportMixin, ModelView):
+    """Base of every model view: roles, CSRF, stable sorting, errors that leak nothing, and
+    saves that land back on the record, named (``RecordFlowMixin``)."""
 
     endpoint_permissions = MODEL_ENDPOINT_PERMISSIONS
     action_permissions = {"delete": Perm.DELETE}
@@ -432,6 +438,17 @@ class SecuredModelView(SecuredViewMixin, ExportMixin, ModelView):
                 _(
                     "This record was changed by someone else since you opened it. "
                     "Reload it and make your change again."
+                ),
+                "error",
+            )
+            return True
+        if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
+            # SQLite (the embedded default) has one writer at a time: a save that meets another
+            # one is refused whole rather than waited for (PostgreSQL waits).
+            flash(
+                _(
+                    "Another change was being saved at the same moment, so nothing of yours "
+                    "was saved. Save again."
                 ),
                 "error",
             )

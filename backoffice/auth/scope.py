@@ -3,7 +3,8 @@
 Roles say what a user may do (``permissions.py``); the scope says to which records. A doctor
 (the role) reaches the studies they ordered or are assigned to report, and those studies'
 patients; the other roles reach every record. The rule is written once, per scoped entity
-(``SCOPED``), and applied where every door ends:
+(``SCOPED``: studies, patients and what belongs to them, such as a patient's phones and care
+team, a study's events and report), and applied where every door ends:
 
 - every ORM SELECT, through a ``do_orm_execute`` session event that adds
   ``with_loader_criteria`` for each scoped entity (aliases, joins, subqueries, relationship
@@ -44,7 +45,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import find_tables
 
 from backoffice.models import (
+    CareTeamMember,
     Patient,
+    PatientPhone,
     PatientStudySummary,
     Report,
     ReportAddendum,
@@ -137,6 +140,8 @@ def patients_in(patient: Any, key: Key) -> ColumnElement:
 SCOPED: dict[type, Callable[[Any, Key], ColumnElement]] = {
     Study: studies_in,
     Patient: patients_in,
+    PatientPhone: lambda m, key: m.patient_id.in_(patient_ids_in(key)),
+    CareTeamMember: lambda m, key: m.patient_id.in_(patient_ids_in(key)),
     PatientStudySummary: lambda m, key: m.patient_id.in_(patient_ids_in(key)),
     StudyEvent: lambda m, key: m.study_id.in_(study_ids_in(key)),
     Report: lambda m, key: m.study_id.in_(study_ids_in(key)),
@@ -167,6 +172,8 @@ def criteria_for(key: Key) -> tuple[Any, ...]:
     return (
         on(Study, lambda cls: SCOPED[Study](cls, key)),
         on(Patient, lambda cls: SCOPED[Patient](cls, key)),
+        on(PatientPhone, lambda cls: SCOPED[PatientPhone](cls, key)),
+        on(CareTeamMember, lambda cls: SCOPED[CareTeamMember](cls, key)),
         on(PatientStudySummary, lambda cls: SCOPED[PatientStudySummary](cls, key)),
         on(StudyEvent, lambda cls: SCOPED[StudyEvent](cls, key)),
         on(Report, lambda cls: SCOPED[Report](cls, key)),

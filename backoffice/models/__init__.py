@@ -2,10 +2,12 @@
 
 from backoffice.models.audit import AuditEntry, AuditHead, ImportBatch
 from backoffice.models.base import LabeledEnum, utcnow
+from backoffice.models.care_team import CareTeamMember, CareTeamRole, CareTeamStatus
 from backoffice.models.clinic import Clinic
-from backoffice.models.doctor import Doctor, DoctorPhone, PhoneKind, Specialty
+from backoffice.models.doctor import Doctor, DoctorPhone, DoctorSpecialty, PhoneKind, Specialty
 from backoffice.models.integrity import DeletionRefused, register_integrity_guards
-from backoffice.models.patient import Patient
+from backoffice.models.patient import AdministrativeSex, Patient, PatientPhone
+from backoffice.models.record_counter import RecordCounter
 from backoffice.models.report import Report, ReportAddendum
 from backoffice.models.study import (
     CLINICAL_COLUMNS,
@@ -20,17 +22,24 @@ from backoffice.models.user import Role, RoleName, User
 
 __all__ = [
     "CLINICAL_COLUMNS",
+    "AdministrativeSex",
     "AuditEntry",
     "AuditHead",
     "ImportBatch",
+    "CareTeamMember",
+    "CareTeamRole",
+    "CareTeamStatus",
     "Clinic",
     "DeletionRefused",
     "Doctor",
     "DoctorPhone",
+    "DoctorSpecialty",
     "LabeledEnum",
     "Patient",
+    "PatientPhone",
     "PatientStudySummary",
     "PhoneKind",
+    "RecordCounter",
     "Report",
     "ReportAddendum",
     "Role",
@@ -54,6 +63,8 @@ for _model in (
     Doctor,
     DoctorPhone,
     Patient,
+    PatientPhone,
+    CareTeamMember,
     Study,
     User,
     ImportBatch,

@@ -1,10 +1,12 @@
-"""Doctors and their phone numbers."""
+"""Doctors: their phone numbers, specialties, languages and biographies."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import date
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
@@ -16,10 +18,20 @@ from backoffice.models.base import (
     enum_column,
     trigram_index,
 )
-from backoffice.validation import blank_to_none, normalize_email, normalize_phone
+from backoffice.validation import (
+    blank_to_none,
+    check_practising_since,
+    normalize_email,
+    normalize_language_list,
+    normalize_phone,
+)
 
 if TYPE_CHECKING:
+    from backoffice.models.care_team import CareTeamMember
     from backoffice.models.clinic import Clinic
+
+# The UI languages a biography is written in; English is shown where the reader's is missing.
+BIOGRAPHY_LANGUAGES = ("en", "es", "fr")
 
 
 class Specialty(LabeledEnum):
@@ -75,10 +87,16 @@ class Doctor(TimestampMixin, VersionedMixin, db.Model):
     first_name: Mapped[str] = mapped_column(String(100), nullable=False)
     last_name: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
     email: Mapped[str] = mapped_column(String(254), unique=True, nullable=False)
-    specialty: Mapped[Specialty] = mapped_column(
-        enum_column(Specialty), nullable=False, default=Specialty.GENERAL_PRACTICE, index=True
-    )
     licence_number: Mapped[str | None] = mapped_column(String(64), unique=True)
+    qualification: Mapped[str | None] = mapped_column(String(200))
+    # The year the doctor started practising; the years of experience follow from it.
+    practising_since: Mapped[int | None] = mapped_column(Integer)
+    # ISO 639 codes, sorted, separated by commas ("en,es"): a short list from a fixed
+    # vocabulary, filtered with LIKE on ",code," (see DoctorView).
+    languages: Mapped[str | None] = mapped_column(String(200))
+    bio_en: Mapped[str | None] = mapped_column(Text)
+    bio_es: Mapped[str | None] = mapped_column(Text)
+    bio_fr: Mapped[str | None] = mapped_column(Text)
     clinic_id: Mapped[int] = mapped_column(
         ForeignKey("clinic.id", ondelete="RESTRICT"), nullable=False, index=True
     )
@@ -97,8 +115,19 @@ class Doctor(TimestampMixin, VersionedMixin, db.Model):
         # deletion is in the audit trail and a restored doctor gets its phones back.
         passive_deletes=False,
     )
+    specialty_rows: Mapped[list[DoctorSpecialty]] = relationship(
+        back_populates="doctor",
+        cascade="all, delete-orphan",
+        order_by="DoctorSpecialty.specialty",
+        lazy="selectin",
+    )
+    care_links: Mapped[list[CareTeamMember]] = relationship(
+        back_populates="doctor", passive_deletes="all"
+    )
 
-    @validates("first_name", "last_name", "licence_number")
+    @validates(
+        "first_name", "last_name", "licence_number", "qualification", "bio_en", "bio_es", "bio_fr"
+    )
     def _validate_text(self, key: str, value: str | None) -> str | None:
         return blank_to_none(value)
 
@@ -106,9 +135,55 @@ class Doctor(TimestampMixin, VersionedMixin, db.Model):
     def _validate_email(self, key: str, value: str | None) -> str | None:
         return normalize_email(value)
 
-    @validates("specialty")
-    def _validate_specialty(self, key: str, value: object) -> Specialty | None:
-        return None if value is None else Specialty.parse(value)
+    @validates("practising_since")
+    def _validate_since(self, key: str, value: object) -> int | None:
+        return check_practising_since(value)
+
+    @validates("languages")
+    def _validate_languages(self, key: str, value: object) -> str | None:
+        return normalize_language_list(value)
+
+    # -- specialties: rows of doctor_specialty, read and written as a list of codes ---------
+    @property
+    def specialties(self) -> list[Specialty]:
+        """The doctor's specialties in the order of the Specialty codes."""
+        order = list(Specialty)
+        return sorted((row.specialty for row in self.specialty_rows), key=order.index)
+
+    @specialties.setter
+    def specialties(self, values: Iterable[Specialty | str] | None) -> None:
+        """Keep the rows that stay, add the new ones, remove the others (never delete and
+        insert the same row in one flush: the unit of work writes inserts first)."""
+        wanted = {Specialty.parse(v) for v in (values or ()) if v}
+        for row in list(self.specialty_rows):
+            if row.specialty not in wanted:
+                self.specialty_rows.remove(row)
+        have = {row.specialty for row in self.specialty_rows}
+        for specialty in sorted(wanted - have, key=list(Specialty).index):
+            self.specialty_rows.append(DoctorSpecialty(specialty=specialty))
+
+    @property
+    def specialty_labels(self) -> str:
+        return ", ".join(str(s.label) for s in self.specialties)
+
+    @property
+    def language_codes(self) -> list[str]:
+        return self.languages.split(",") if self.languages else []
+
+    def years_of_experience(self, on: date | None = None) -> int | None:
+        """Whole years since the year the doctor started practising."""
+        if self.practising_since is None:
+            return None
+        return max(0, (on or date.today()).year - self.practising_since)
+
+    def biography(self, language: str | None) -> tuple[str | None, str | None]:
+        """(text, language) of the biography in ``language``, else in English, else None."""
+        for code in (language, "en"):
+            if code in BIOGRAPHY_LANGUAGES:
+                text = getattr(self, f"bio_{code}")
+                if text:
+                    return text, code
+        return None, None
 
     @property
     def full_name(self) -> str:
@@ -153,3 +228,32 @@ class DoctorPhone(db.Model):
 
     def __repr__(self) -> str:
         return f"<DoctorPhone {self.id}>"
+
+
+class DoctorSpecialty(db.Model):
+    """One of a doctor's specialties (a doctor has one or more; deleted with the doctor).
+
+    Recorded in the audit trail as the doctor's ``specialties`` field, not as records of their
+    own (backoffice/services/audit.py).
+    """
+
+    __tablename__ = "doctor_specialty"
+
+    doctor_id: Mapped[int] = mapped_column(
+        ForeignKey("doctor.id", ondelete="CASCADE"), primary_key=True
+    )
+    specialty: Mapped[Specialty] = mapped_column(
+        enum_column(Specialty), primary_key=True, index=True
+    )
+
+    doctor: Mapped[Doctor] = relationship(back_populates="specialty_rows")
+
+    @validates("specialty")
+    def _validate_specialty(self, key: str, value: object) -> Specialty | None:
+        return None if value is None else Specialty.parse(value)
+
+    def __str__(self) -> str:
+        return str(self.specialty.label) if isinstance(self.specialty, Specialty) else ""
+
+    def __repr__(self) -> str:
+        return f"<DoctorSpecialty {self.doctor_id} {self.specialty}>"

@@ -22,6 +22,7 @@ def _count(session: Session, column, value: int) -> int:  # noqa: ANN001
 
 def deletion_blockers(session: Session, obj: object) -> str | None:
     """Say what prevents ``obj`` from being deleted, or None if nothing does."""
+    from backoffice.models.care_team import CareTeamMember
     from backoffice.models.clinic import Clinic
     from backoffice.models.doctor import Doctor
     from backoffice.models.patient import Patient
@@ -66,6 +67,7 @@ def deletion_blockers(session: Session, obj: object) -> str | None:
             reporting = _count(session, Study.reporting_doctor_id, obj.id)
             written = _count(session, Report.author_id, obj.id)
             users = _count(session, User.doctor_id, obj.id)
+            teams = _count(session, CareTeamMember.doctor_id, obj.id)
             parts = []
             if referred:
                 parts.append(
@@ -81,6 +83,10 @@ def deletion_blockers(session: Session, obj: object) -> str | None:
                 parts.append(ngettext("%(num)d report", "%(num)d reports", written))
             if users:
                 parts.append(ngettext("%(num)d user login", "%(num)d user logins", users))
+            if teams and not referred:
+                parts.append(
+                    ngettext("%(num)d patient's care team", "%(num)d patients' care teams", teams)
+                )
             if parts:
                 return _(
                     "Doctor %(name)s cannot be deleted: %(what)s still point to them. "

@@ -1,22 +1,57 @@
-"""Patients, introduced by a referring doctor and optionally attached to a clinic."""
+"""Patients: identity, contact details, clinical alerts, phones and their care team."""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Date, ForeignKey, Index, String
+from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from backoffice.extensions import db
-from backoffice.i18n import _
-from backoffice.models.base import TimestampMixin, VersionedMixin, prefix_index, trigram_index
-from backoffice.validation import blank_to_none, check_birth_date, normalize_email
+from backoffice.i18n import _, _l
+from backoffice.models.base import (
+    LabeledEnum,
+    TimestampMixin,
+    VersionedMixin,
+    enum_column,
+    prefix_index,
+    trigram_index,
+)
+from backoffice.models.doctor import PhoneKind
+from backoffice.validation import (
+    blank_to_none,
+    check_birth_date,
+    normalize_country,
+    normalize_email,
+    normalize_language,
+    normalize_name,
+    normalize_phone,
+)
 
 if TYPE_CHECKING:
+    from backoffice.models.care_team import CareTeamMember
     from backoffice.models.clinic import Clinic
     from backoffice.models.doctor import Doctor
     from backoffice.models.study import Study
+
+
+class AdministrativeSex(LabeledEnum):
+    """Administrative sex as registration systems record it (HL7's four codes)."""
+
+    FEMALE = "FEMALE"
+    MALE = "MALE"
+    OTHER = "OTHER"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def labels(cls) -> dict:
+        return {
+            cls.FEMALE: _l("Female"),
+            cls.MALE: _l("Male"),
+            cls.OTHER: _l("Other"),
+            cls.UNKNOWN: _l("Unknown"),
+        }
 
 
 # The columns an export of patients reads besides the name (see ix_patient_name_export).
@@ -44,8 +79,9 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
     __table_args__ = (
         trigram_index("patient", "first_name"),
         trigram_index("patient", "last_name"),
-        # Lists sorted by name: a deep page reads its ids from this narrow index alone.
-        Index("ix_patient_name_order", "last_name", "first_name", "id"),
+        # Lists sorted by name: a deep page reads its ids from this narrow index alone, the
+        # active flag included (the list hides inactive patients by default).
+        Index("ix_patient_name_order", "last_name", "first_name", "id", "active"),
         # An export of every patient reads its rows from this one, in order: no sort, no
         # table reads (too wide for deep pages: three times the pages to skip).
         Index(
@@ -58,11 +94,39 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    mrn: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Required: a patient left without one by a form or an import row gets the next number of
+    # the MRN sequence before the row is written (backoffice/services/record_numbers.py).
+    mrn: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     first_name: Mapped[str] = mapped_column(String(100), nullable=False)
     last_name: Mapped[str] = mapped_column(String(100), nullable=False)
     birth_date: Mapped[date] = mapped_column(Date, nullable=False)
+    sex: Mapped[AdministrativeSex] = mapped_column(
+        enum_column(AdministrativeSex),
+        nullable=False,
+        default=AdministrativeSex.UNKNOWN,
+        server_default=AdministrativeSex.UNKNOWN.value,
+    )
     email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    # Address
+    street: Mapped[str | None] = mapped_column(String(200))
+    city: Mapped[str | None] = mapped_column(String(120), index=True)
+    state: Mapped[str | None] = mapped_column(String(120))
+    postal_code: Mapped[str | None] = mapped_column(String(20))
+    country: Mapped[str | None] = mapped_column(String(2))  # ISO 3166 alpha-2
+    preferred_language: Mapped[str | None] = mapped_column(String(8))  # ISO 639
+    # Emergency contact
+    emergency_contact_name: Mapped[str | None] = mapped_column(String(200))
+    emergency_contact_relation: Mapped[str | None] = mapped_column(String(100))
+    emergency_contact_phone: Mapped[str | None] = mapped_column(String(20))
+    # Clinical alerts shown on the chart; the contrast flag matters before CT and MRI.
+    allergies: Mapped[str | None] = mapped_column(Text)
+    contrast_allergy: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    # An inactive patient is hidden from lists by default; deactivation never deletes.
+    active: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=true()
+    )
     referring_doctor_id: Mapped[int | None] = mapped_column(
         ForeignKey("doctor.id", ondelete="RESTRICT"), index=True
     )
@@ -81,10 +145,57 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
         order_by="(Study.study_date.desc(), Study.id.desc())",
         passive_deletes="all",
     )
+    phones: Mapped[list[PatientPhone]] = relationship(
+        back_populates="patient",
+        cascade="all, delete-orphan",
+        order_by="(PatientPhone.is_primary.desc(), PatientPhone.id)",
+        # One by one, as a doctor's phones: each deletion is audited and restorable.
+        passive_deletes=False,
+    )
+    care_team: Mapped[list[CareTeamMember]] = relationship(
+        back_populates="patient",
+        cascade="all, delete-orphan",
+        order_by="(CareTeamMember.status, CareTeamMember.role, CareTeamMember.id)",
+        passive_deletes=False,
+    )
 
-    @validates("mrn", "first_name", "last_name")
+    @validates(
+        "mrn",
+        "first_name",
+        "last_name",
+        "street",
+        "city",
+        "state",
+        "emergency_contact_relation",
+        "allergies",
+    )
     def _validate_text(self, key: str, value: str | None) -> str | None:
         return blank_to_none(value)
+
+    @validates("emergency_contact_name")
+    def _validate_name(self, key: str, value: str | None) -> str | None:
+        return normalize_name(value)
+
+    @validates("postal_code")
+    def _validate_postal_code(self, key: str, value: str | None) -> str | None:
+        value = normalize_name(value)
+        return value.upper() if isinstance(value, str) else value
+
+    @validates("country")
+    def _validate_country(self, key: str, value: str | None) -> str | None:
+        return normalize_country(value)
+
+    @validates("preferred_language")
+    def _validate_language(self, key: str, value: str | None) -> str | None:
+        return normalize_language(value)
+
+    @validates("emergency_contact_phone")
+    def _validate_phone(self, key: str, value: str | None) -> str | None:
+        return normalize_phone(value)
+
+    @validates("sex")
+    def _validate_sex(self, key: str, value: object) -> AdministrativeSex | None:
+        return None if value is None else AdministrativeSex.parse(value)
 
     @validates("email")
     def _validate_email(self, key: str, value: str | None) -> str | None:
@@ -108,6 +219,72 @@ class Patient(TimestampMixin, VersionedMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<Patient {self.id}>"
+
+    @classmethod
+    def lookup_criteria(cls) -> Any:
+        """What the boxes that pick a patient (a study's patient) offer: active patients."""
+        return cls.active == true()
+
+    @property
+    def primary_phone(self) -> PatientPhone | None:
+        return self.phones[0] if self.phones else None
+
+    def form_alerts(self) -> list[str]:
+        """What a form opened for this patient must say first (a study's create form)."""
+        alerts = []
+        if self.contrast_allergy:
+            alerts.append(
+                _(
+                    "%(name)s is allergic to contrast agents: check before a CT or MRI with "
+                    "contrast.",
+                    name=self.full_name,
+                )
+            )
+        if self.allergies:
+            alerts.append(_("Allergies: %(what)s", what=self.allergies))
+        return alerts
+
+    @property
+    def has_allergies(self) -> bool:
+        return bool(self.allergies) or bool(self.contrast_allergy)
+
+
+class PatientPhone(db.Model):
+    """One phone number of a patient, stored in E.164 (the doctors' rule); deleted with them."""
+
+    __tablename__ = "patient_phone"
+    __table_args__ = (
+        UniqueConstraint("patient_id", "number"),
+        # Searched by digits anywhere in the number (``LIKE '%5512%'``), as a doctor's phones.
+        trigram_index("patient_phone", "number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patient.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    number: Mapped[str] = mapped_column(String(20), nullable=False)
+    kind: Mapped[PhoneKind] = mapped_column(
+        enum_column(PhoneKind), nullable=False, default=PhoneKind.MOBILE
+    )
+    is_primary: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+    patient: Mapped[Patient] = relationship(back_populates="phones")
+
+    @validates("number")
+    def _validate_number(self, key: str, value: str | None) -> str | None:
+        return normalize_phone(value)
+
+    @validates("kind")
+    def _validate_kind(self, key: str, value: object) -> PhoneKind | None:
+        return None if value is None else PhoneKind.parse(value)
+
+    def __str__(self) -> str:
+        kind = self.kind.label if isinstance(self.kind, PhoneKind) else (self.kind or "")
+        return f"{self.number} ({kind})" if kind else (self.number or "")
+
+    def __repr__(self) -> str:
+        return f"<PatientPhone {self.id}>"
 
 
 # The MRN and the email are searched from their start (SQLite scans).

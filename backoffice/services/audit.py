@@ -41,10 +41,12 @@ from backoffice.extensions import db
 from backoffice.models import (
     AuditEntry,
     AuditHead,
+    CareTeamMember,
     Clinic,
     Doctor,
     DoctorPhone,
     Patient,
+    PatientPhone,
     Report,
     ReportAddendum,
     Study,
@@ -60,10 +62,26 @@ AUDITED: dict[type, str] = {
     Doctor: "doctor",
     DoctorPhone: "doctor_phone",
     Patient: "patient",
+    PatientPhone: "patient_phone",
+    CareTeamMember: "care_team_member",
     Study: "study",
     User: "user",
     Report: "report",
     ReportAddendum: "report_addendum",
+}
+# Records edited as part of another (inline rows): (owner entity, owner relationship). Their
+# entries name the owner as parent and carry the owner's version; a change to them is a change
+# to the owner, which gets a new version (see ``_bump_owner_versions``).
+CHILDREN: dict[type, tuple[str, str]] = {
+    DoctorPhone: ("doctor", "doctor"),
+    PatientPhone: ("patient", "patient"),
+    CareTeamMember: ("patient", "patient"),
+}
+# The owners' collections of such rows (a doctor's specialties are recorded as a field of the
+# doctor: see ``_collection_fields``).
+OWNED_COLLECTIONS: dict[type, tuple[str, ...]] = {
+    Doctor: ("phones", "specialty_rows"),
+    Patient: ("phones", "care_team"),
 }
 NEVER_RECORDED = {
     "password_hash",
@@ -89,7 +107,7 @@ SILENT_UPDATES = {
 
 ENTITY_MODELS: dict[str, type] = {v: k for k, v in AUDITED.items()}
 # Records that carry a version number (the edit forms' conflict check).
-VERSIONED = (Clinic, Doctor, Patient, Study, Report)
+VERSIONED = (Clinic, Doctor, Patient, Study, CareTeamMember, Report)
 
 
 # --------------------------------------------------------------------------- who is acting
@@ -178,7 +196,23 @@ def snapshot(obj: Any) -> dict[str, Any]:
         out[attr.key] = jsonable(getattr(obj, attr.key))
     if isinstance(obj, User):
         out["roles"] = sorted(jsonable(r.name) for r in obj.roles)
+    if isinstance(obj, Doctor):
+        out["specialties"] = sorted(jsonable(s) for s in obj.specialties)
     return out
+
+
+def _collection_fields(obj: Any, state: Any) -> dict[str, list[Any]]:
+    """Changes to collections recorded as fields of their record (a doctor's specialties)."""
+    if not isinstance(obj, Doctor):
+        return {}
+    hist = state.attrs["specialty_rows"].history
+    if not hist.has_changes():
+        return {}
+    new = sorted(jsonable(row.specialty) for row in obj.specialty_rows)
+    added = {jsonable(row.specialty) for row in hist.added}
+    removed = {jsonable(row.specialty) for row in hist.deleted}
+    old = sorted((set(new) - added) | removed)
+    return {"specialties": [old, new]} if old != new else {}
 
 
 def _diff(obj: Any) -> dict[str, list[Any]]:
@@ -214,38 +248,54 @@ def _diff(obj: Any) -> dict[str, list[Any]]:
             )
             if old_roles != new_roles:
                 changes["roles"] = [old_roles, new_roles]
+    changes.update(_collection_fields(obj, state))
     return changes
 
 
+def _owner_id(obj: Any) -> Any:
+    _entity, relation = CHILDREN[type(obj)]
+    owner = getattr(obj, relation)
+    if owner is not None and owner.id is not None:
+        return owner.id
+    return getattr(obj, f"{relation}_id")
+
+
 def _parent(obj: Any) -> tuple[str | None, str | None]:
-    # A report and its addenda are part of the study's record: its history shows them.
+    # A report and its addenda are part of the study's record: its history shows them (their
+    # entries carry the report's own version, not the study's).
     if isinstance(obj, Report):
         return "study", None if obj.study_id is None else str(obj.study_id)
     if isinstance(obj, ReportAddendum):
         report = obj.report
         return "study", None if report is None else str(report.study_id)
-    if isinstance(obj, DoctorPhone):
-        doctor_id = obj.doctor_id if obj.doctor_id is not None else getattr(obj.doctor, "id", None)
-        return "doctor", None if doctor_id is None else str(doctor_id)
+    if type(obj) in CHILDREN:
+        owner_id = _owner_id(obj)
+        return CHILDREN[type(obj)][0], None if owner_id is None else str(owner_id)
     return None, None
 
 
-def _doctor_of(session: Session, phone: DoctorPhone) -> Doctor | None:
-    """The doctor a phone belongs (or belonged) to, without loading anything new."""
-    if phone.doctor is not None:
-        return phone.doctor
-    if phone.doctor_id is None:
+def _owner_of(session: Session, child: Any) -> Any:
+    """The record a child row belongs (or belonged) to, without loading anything new."""
+    entity, relation = CHILDREN[type(child)]
+    owner = getattr(child, relation)
+    if owner is not None:
+        return owner
+    owner_id = getattr(child, f"{relation}_id")
+    if owner_id is None:
         return None
-    return session.identity_map.get(session.identity_key(Doctor, phone.doctor_id))
+    return session.identity_map.get(session.identity_key(ENTITY_MODELS[entity], owner_id))
 
 
 def _version_details(session: Session, obj: Any, extra: dict[str, Any] | None) -> dict | None:
-    """An entry's details with the version the change produced: a phone's entry carries its
-    doctor's version, since a doctor's phones are part of the doctor as a form edits it."""
+    """An entry's details with the version the change produced: a child row's entry carries its
+    owner's version (a doctor's phones are part of the doctor as a form edits it), and a child
+    with a version of its own (a care-team link) that one too, as ``record_version``."""
     details = dict(extra or {})
-    owner = _doctor_of(session, obj) if isinstance(obj, DoctorPhone) else obj
+    owner = _owner_of(session, obj) if type(obj) in CHILDREN else obj
     if isinstance(owner, VERSIONED) and owner.version is not None:
         details["version"] = owner.version
+    if owner is not obj and isinstance(obj, VERSIONED) and obj.version is not None:
+        details["record_version"] = obj.version
     return details or None
 
 
@@ -451,7 +501,7 @@ def _collect(session: Session) -> list[dict[str, Any]]:
                     changes={k: [v, None] for k, v in snapshot(obj).items()},
                     details=(
                         _version_details(session, obj, extra)
-                        if isinstance(obj, DoctorPhone)
+                        if type(obj) in CHILDREN
                         else extra or None
                     ),
                     parent=_parent(obj),
@@ -477,25 +527,28 @@ def _after_flush(session: Session, flush_context: Any) -> None:
         append_entries(session.connection(), entries)
 
 
-def _bump_doctor_versions(session: Session) -> None:
-    """A change to a doctor's phones is a change to the doctor: it gets a new version.
+def _bump_owner_versions(session: Session) -> None:
+    """A change to a doctor's phones (or specialties), or to a patient's phones or care team, is
+    a change to the doctor or patient: it gets a new version.
 
     Without it, a save that touches only the phones leaves the version as it was, and a form
     opened before it would pass the conflict check and put the old phone rows back.
     """
-    doctors = set()
+    owners: list[Any] = []
     for obj in session.dirty:
-        if isinstance(obj, Doctor) and inspect(obj).attrs.phones.history.has_changes():
-            doctors.add(obj)
-        elif isinstance(obj, DoctorPhone) and session.is_modified(obj):
-            doctors.add(_doctor_of(session, obj))
+        collections = OWNED_COLLECTIONS.get(type(obj), ())
+        state = inspect(obj)
+        if any(state.attrs[name].history.has_changes() for name in collections):
+            owners.append(obj)
+        elif type(obj) in CHILDREN and session.is_modified(obj):
+            owners.append(_owner_of(session, obj))
     for obj in list(session.new) + list(session.deleted):
-        if isinstance(obj, DoctorPhone):
-            doctors.add(_doctor_of(session, obj))
-    for doctor in doctors:
-        state = inspect(doctor) if doctor is not None else None
-        if state is not None and state.persistent and doctor not in session.deleted:
-            doctor.updated_at = utcnow()  # an UPDATE of the row, which bumps its version
+        if type(obj) in CHILDREN:
+            owners.append(_owner_of(session, obj))
+    for owner in owners:
+        state = inspect(owner) if owner is not None else None
+        if state is not None and state.persistent and owner not in session.deleted:
+            owner.updated_at = utcnow()  # an UPDATE of the row, which bumps its version
 
 
 FLUSHED_DELETES = "audit_flushed_deletes"
@@ -509,7 +562,7 @@ def _remember_delete(mapper: Any, connection: Any, target: Any) -> None:
 
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     session.info[FLUSHED_DELETES] = []  # nothing left over from a flush that failed
-    _bump_doctor_versions(session)
+    _bump_owner_versions(session)
 
 
 def register_audit_hooks(session_cls: type[Session] | Any = Session) -> None:
@@ -608,17 +661,26 @@ def entries_since_version(entity: str, entity_id: Any, version: int) -> list[Aud
                 )
             )
             | (
-                # children whose entries carry the parent's version (a doctor's phones; a
-                # study's report has a version of its own)
+                # children whose entries carry the owner's version (``CHILDREN``: phones, care
+                # team links; a study's report has a version of its own)
                 (AuditEntry.parent_entity == entity)
                 & (AuditEntry.parent_id == key)
-                & (AuditEntry.entity == "doctor_phone")
+                & AuditEntry.entity.in_([AUDITED[model] for model in CHILDREN])
                 & AuditEntry.action.in_(("CREATE", "UPDATE", "DELETE", "REVERT", "RESTORE"))
             )
         )
         .order_by(AuditEntry.id)
     ).all()
-    return [e for e in rows if (e.details or {}).get("version", 0) > version]
+
+    def produced(e: AuditEntry) -> int:
+        # An entry about the record itself carries its own version; a child row's entry about
+        # its owner carries the owner's (a care-team link edited on its own page has both).
+        details = e.details or {}
+        if e.entity == entity and "record_version" in details:
+            return details["record_version"]
+        return details.get("version", 0)
+
+    return [e for e in rows if produced(e) > version]
 
 
 def iter_entries(entries: Iterable[AuditEntry]) -> Iterator[tuple[AuditEntry, list[tuple]]]:

@@ -1,5 +1,6 @@
-"""Undo from the audit trail: restore a deleted record (a doctor with its phones) or revert one
-update. Both are audited themselves and refused, with a reason, when they cannot apply cleanly."""
+"""Undo from the audit trail: restore a deleted record (a doctor with its phones and specialties,
+a patient with their phones and care team) or revert one update. Both are audited themselves and
+refused, with a reason, when they cannot apply cleanly."""
 
 from __future__ import annotations
 
@@ -11,12 +12,30 @@ from sqlalchemy.exc import IntegrityError
 
 from backoffice.extensions import db
 from backoffice.i18n import _
-from backoffice.models import AuditEntry, Doctor, DoctorPhone, User
+from backoffice.models import (
+    AuditEntry,
+    CareTeamMember,
+    Doctor,
+    DoctorPhone,
+    Patient,
+    PatientPhone,
+    User,
+)
 from backoffice.services.audit import ENTITY_MODELS, audit_as, jsonable
 
 
 class RestoreError(Exception):
     """The restore or revert cannot be applied; the message says why."""
+
+
+# The rows deleted with a record that come back with it: (entity, model, owner collection).
+RESTORED_CHILDREN: dict[type, tuple[tuple[str, type, str], ...]] = {
+    Doctor: (("doctor_phone", DoctorPhone, "phones"),),
+    Patient: (
+        ("patient_phone", PatientPhone, "phones"),
+        ("care_team_member", CareTeamMember, "care_team"),
+    ),
+}
 
 
 def _column_value(model: type, key: str, value: Any) -> Any:
@@ -74,6 +93,8 @@ def restore_deleted(entry_id: int) -> Any:
         raise RestoreError(_("Users are deactivated, not deleted: there is nothing to restore."))
     if entry.entity == "doctor_phone":
         raise RestoreError(_("Restore the doctor this phone belonged to instead."))
+    if entry.entity == "patient_phone":
+        raise RestoreError(_("Restore the patient this phone belonged to instead."))
     if db.session.get(model, int(entry.entity_id)) is not None:
         raise RestoreError(_("This record exists again: there is nothing to restore."))
     values = {
@@ -100,25 +121,30 @@ def restore_deleted(entry_id: int) -> Any:
             )
         )
     obj = model(id=int(entry.entity_id), **values)
-    if model is Doctor:
-        phone_entries = db.session.scalars(
-            select(AuditEntry).where(
-                AuditEntry.entity == "doctor_phone",
+    if model is Doctor and (entry.changes or {}).get("specialties"):
+        obj.specialties = entry.changes["specialties"][0] or []
+    for child_entity, child_model, collection in RESTORED_CHILDREN.get(model, ()):
+        child_entries = db.session.scalars(
+            select(AuditEntry)
+            .where(
+                AuditEntry.entity == child_entity,
                 AuditEntry.action == "DELETE",
-                AuditEntry.parent_entity == "doctor",
+                AuditEntry.parent_entity == entry.entity,
                 AuditEntry.parent_id == entry.entity_id,
                 AuditEntry.request_id == entry.request_id,
             )
+            .order_by(AuditEntry.id)
         ).all()
-        for pe in phone_entries:
-            recorded = {k: v[0] for k, v in (pe.changes or {}).items()}
-            obj.phones.append(
-                DoctorPhone(
-                    number=recorded.get("number"),
-                    kind=recorded.get("kind") or "MOBILE",
-                    is_primary=bool(recorded.get("is_primary")),
-                )
-            )
+        owner_key = f"{entry.entity}_id"
+        for child in child_entries:
+            recorded = {
+                k: _column_value(child_model, k, v[0])
+                for k, v in (child.changes or {}).items()
+                if k in inspect(child_model).columns and k not in (owner_key, "import_batch_id")
+            }
+            if _missing_reference(child_model, recorded):
+                continue  # a care-team doctor deleted since: the link cannot come back
+            getattr(obj, collection).append(child_model(**recorded))
     with audit_as("RESTORE", {"restored_from_entry": entry.id}):
         db.session.add(obj)
         try:

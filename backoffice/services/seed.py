@@ -16,10 +16,15 @@ from sqlalchemy import select
 
 from backoffice.extensions import db
 from backoffice.models import (
+    AdministrativeSex,
+    CareTeamMember,
+    CareTeamRole,
+    CareTeamStatus,
     Clinic,
     Doctor,
     DoctorPhone,
     Patient,
+    PatientPhone,
     PhoneKind,
     Report,
     ReportAddendum,
@@ -102,6 +107,38 @@ DOCTORS = [
     ),
 ]
 
+# Specialties beyond the first, qualification, practising since, languages, biographies.
+DOCTOR_PROFILES = {
+    "ana.martinez@clinica.example.com": (
+        [Specialty.ONCOLOGY],
+        "Médica radióloga, certificada por el Consejo Mexicano de Radiología",
+        2006,
+        "es,en",
+        "Radiologist with twenty years in breast and oncologic imaging.",
+        "Radióloga con veinte años en imagen mamaria y oncológica.",
+        None,
+    ),
+    "luis.hernandez@clinica.example.com": (
+        [Specialty.INTERNAL_MEDICINE],
+        "Médico cirujano, UNAM",
+        2012,
+        "es",
+        "Family doctor; refers patients for imaging and follows them up.",
+        None,
+        None,
+    ),
+    "mj.nunez@hospital.example.com": (
+        [],
+        "Ginecóloga y obstetra",
+        1998,
+        "es,fr",
+        "Gynecologist and obstetrician.",
+        "Ginecóloga y obstetra.",
+        "Gynécologue et obstétricienne.",
+    ),
+    "sofia.ramirez@cmg.example.com": ([], "Cardióloga", 2015, "es,en", None, None, None),
+}
+
 FIRST_NAMES = [
     "José",
     "María",
@@ -168,6 +205,45 @@ DESCRIPTIONS = [
     "MILD INFLAMMATION",
     "FRACTURE RULED OUT",
 ]
+
+ALLERGIES = [
+    "Penicilina",
+    "Sulfas",
+    "Medio de contraste yodado",
+    "Látex",
+    "Ácido acetilsalicílico",
+    "Mariscos",
+]
+# Generated patients' administrative sex, from their first name.
+SEX_BY_NAME = {
+    name: AdministrativeSex.FEMALE
+    for name in (
+        "María",
+        "Guadalupe",
+        "Fernanda",
+        "Ximena",
+        "Valeria",
+        "Daniela",
+        "Camila",
+        "Renata",
+        "Paola",
+        "Lucía",
+    )
+} | {
+    name: AdministrativeSex.MALE
+    for name in (
+        "José",
+        "Juan",
+        "Francisco",
+        "Alejandro",
+        "Miguel",
+        "Ricardo",
+        "Eduardo",
+        "Héctor",
+        "Iván",
+        "Óscar",
+    )
+}
 
 DEMO_USERS = [
     ("admin@backoffice.example.com", "Demo Admin", RoleName.ADMIN),
@@ -422,14 +498,23 @@ def _seed_doctors(report: SeedReport, clinics: list[Clinic]) -> list[Doctor]:
     for first, last, email, specialty, licence, clinic_ix, phones in DOCTORS:
         doctor = db.session.scalar(select(Doctor).where(Doctor.email == email))
         if doctor is None:
+            more, qualification, since, languages, bio_en, bio_es, bio_fr = DOCTOR_PROFILES.get(
+                email, ([], None, None, None, None, None, None)
+            )
             doctor = Doctor(
                 first_name=first,
                 last_name=last,
                 email=email,
-                specialty=specialty,
                 licence_number=licence,
                 clinic=clinics[clinic_ix],
+                qualification=qualification,
+                practising_since=since,
+                languages=languages,
+                bio_en=bio_en,
+                bio_es=bio_es,
+                bio_fr=bio_fr,
             )
+            doctor.specialties = [specialty, *more]
             for i, (kind, number) in enumerate(phones):
                 doctor.phones.append(
                     DoctorPhone(number=number, kind=PhoneKind(kind), is_primary=(i == 0))
@@ -447,6 +532,52 @@ def _read_reference(name: str) -> list[dict[str, str]]:
     from backoffice.services.imports import read_dicts
 
     return read_dicts(DATA_DIR / name)
+
+
+# The reference patients' chart details (the file has only names, birth dates and emails).
+REFERENCE_CHARTS = {
+    "1": {
+        "sex": AdministrativeSex.MALE,
+        "street": "Calle Durango 214",
+        "city": "Ciudad de México",
+        "state": "Ciudad de México",
+        "postal_code": "06700",
+        "country": "MX",
+        "preferred_language": "es",
+        "emergency_contact_name": "María Villalobos",
+        "emergency_contact_relation": "hija",
+        "emergency_contact_phone": "55 3344 5566",
+        "allergies": "Penicilina (urticaria). Medio de contraste yodado (reacción en 2019).",
+        "contrast_allergy": True,
+        "phones": [("MOBILE", "55 1987 6543"), ("HOME", "55 5264 1020")],
+    },
+    "2": {
+        "sex": AdministrativeSex.FEMALE,
+        "city": "Ciudad de México",
+        "state": "Ciudad de México",
+        "country": "MX",
+        "preferred_language": "es",
+        "phones": [("MOBILE", "55 2468 1357")],
+    },
+    "3": {
+        "sex": AdministrativeSex.FEMALE,
+        "city": "Guadalajara",
+        "state": "Jalisco",
+        "country": "MX",
+        "preferred_language": "en",
+        "allergies": "Látex",
+        "phones": [("MOBILE", "33 1357 2468")],
+    },
+    "4": {"sex": AdministrativeSex.MALE, "city": "Monterrey", "state": "Nuevo León"},
+}
+
+
+def _chart_details(patient: Patient, details: dict) -> None:
+    details = dict(details)
+    for i, (kind, number) in enumerate(details.pop("phones", [])):
+        patient.phones.append(PatientPhone(number=number, kind=kind, is_primary=(i == 0)))
+    for key, value in details.items():
+        setattr(patient, key, value)
 
 
 def _seed_reference_data(
@@ -467,6 +598,27 @@ def _seed_reference_data(
                 referring_doctor=doctors[i % len(doctors)],
                 clinic=clinics[i % len(clinics)],
             )
+            _chart_details(patient, REFERENCE_CHARTS.get(mrn, {}))
+            if mrn == "1":  # a fuller care team on the first reference chart
+                patient.care_team.append(
+                    CareTeamMember(
+                        doctor=doctors[0],
+                        role=CareTeamRole.REPORTING,
+                        status=CareTeamStatus.ACTIVE,
+                        since=today - timedelta(days=90),
+                        reason="Lectura de estudios de seguimiento",
+                    )
+                )
+                patient.care_team.append(
+                    CareTeamMember(
+                        doctor=doctors[3],
+                        role=CareTeamRole.SPECIALIST,
+                        status=CareTeamStatus.COMPLETED,
+                        since=today - timedelta(days=400),
+                        until=today - timedelta(days=120),
+                        reason="Valoración oncológica",
+                    )
+                )
             db.session.add(patient)
             report.add("patients")
         by_mrn[mrn] = patient
@@ -520,10 +672,21 @@ def _seed_generated(
             first_name=first,
             last_name=last,
             birth_date=birth,
+            sex=SEX_BY_NAME.get(first, AdministrativeSex.UNKNOWN),
             email=f"paciente{i + 1:05d}@correo.example.com",
             clinic=clinic,
+            city=clinic.city,
+            country="MX",
+            preferred_language="es",
             referring_doctor=referring,
+            active=rng.random() > 0.03,
         )
+        area = {"Guadalajara": "33", "Monterrey": "81"}.get(clinic.city or "", "55")
+        number = f"{area} {rng.randrange(1000, 10000)} {rng.randrange(1000, 10000)}"
+        patient.phones.append(PatientPhone(number=number, kind="MOBILE", is_primary=True))
+        if rng.random() < 0.15:
+            patient.allergies = rng.choice(ALLERGIES)
+            patient.contrast_allergy = "contraste" in patient.allergies
         db.session.add(patient)
         patients.append(patient)
         report.add("patients")

@@ -1,7 +1,7 @@
 """A study's life (status and the time of each step), the reporting doctor, and the doctor role
 
 Revision ID: 0013_study_workflow
-Revises: 0010_study_date_cover_id
+Revises: 0014b_doctor_profile
 
 - ``study`` gets its status (ORDERED, SCHEDULED, ARRIVED, IN_PROGRESS, PERFORMED, REPORTED,
   CANCELLED, NO_SHOW), the time of each step, the cancellation reason and the reporting doctor,
@@ -26,7 +26,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = "0013_study_workflow"
-down_revision = "0010_study_date_cover_id"
+down_revision = "0014b_doctor_profile"  # after the patient chart's (merged first)
 branch_labels = None
 depends_on = None
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from backoffice.i18n import _, _l
 from backoffice.models import (
+    AdministrativeSex,
     Clinic,
     Doctor,
     Patient,
@@ -22,8 +24,12 @@ from backoffice.validation import (
     RuleError,
     blank_to_none,
     check_birth_date,
+    check_practising_since,
     normalize_body_part,
+    normalize_country,
     normalize_email,
+    normalize_language,
+    normalize_language_list,
     normalize_name,
     normalize_phone,
     parse_code,
@@ -127,6 +133,28 @@ def phone_list(raw: str) -> list[tuple[str, str]]:
     return out
 
 
+def code_list_of(enum_cls: type) -> Parser:
+    """Several codes separated by ";" or ",": stored sorted, joined by ";" (``RADIOLOGY;OTHER``
+    -> ``OTHER;RADIOLOGY``), each checked as a single code is."""
+
+    def parse(raw: str) -> str | None:
+        codes = {
+            parse_code(enum_cls, part).value for part in re.split(r"[;,]", raw) if part.strip()
+        }
+        return ";".join(sorted(codes)) or None
+
+    return parse
+
+
+def postal_code(raw: str) -> str | None:
+    value = normalize_name(raw)
+    return value.upper() if isinstance(value, str) else value
+
+
+def year(raw: str) -> int | None:
+    return check_practising_since(raw)
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of an import file."""
@@ -215,12 +243,14 @@ DOCTORS = Kind(
         ),
         Column(
             "specialty",
-            code_of(Specialty),
+            code_list_of(Specialty),
             _l(
-                "One of: %(codes)s (GENERAL_PRACTICE when empty).",
+                "One or more of: %(codes)s, separated by ';'. They replace the doctor's "
+                "specialties; a new doctor without any gets GENERAL_PRACTICE.",
                 codes=", ".join(Specialty.codes()),
             ),
             "RADIOLOGY",
+            aliases=("specialties",),
         ),
         Column(
             "licence_number",
@@ -255,6 +285,28 @@ DOCTORS = Kind(
             "MOBILE:55 1234 5678;OFFICE:(55) 5208-1001",
             aliases=("phone",),
         ),
+        Column(
+            "qualification",
+            text_of(Doctor, "qualification"),
+            _l("Degree and certification (optional)."),
+            "MD, board-certified radiologist",
+        ),
+        Column(
+            "practising_since",
+            year,
+            _l("The year the doctor started practising (optional)."),
+            "2008",
+        ),
+        Column(
+            "languages",
+            normalize_language_list,
+            _l("Languages spoken: codes or names separated by ';' (optional)."),
+            "es;en",
+            aliases=("languages_spoken",),
+        ),
+        Column("bio_en", text_of(Doctor, "bio_en"), _l("Biography in English (optional)."), ""),
+        Column("bio_es", text_of(Doctor, "bio_es"), _l("Biography in Spanish (optional)."), ""),
+        Column("bio_fr", text_of(Doctor, "bio_fr"), _l("Biography in French (optional)."), ""),
     ),
 )
 
@@ -269,7 +321,8 @@ PATIENTS = Kind(
             text_of(Patient, "mrn"),
             _l(
                 "The patient's record number in the system the file comes from (MRN); a "
-                "patient with this number is updated, otherwise one is created."
+                "patient with this number is updated, otherwise one is created. Empty: the "
+                "patient is found by email, or created with the next number of the sequence."
             ),
             "1",
             aliases=("mrn", "record_number"),
@@ -314,9 +367,89 @@ PATIENTS = Kind(
         Column(
             "referring_doctor",
             email_of(Doctor, "email"),
-            _l("Email of the referring doctor (optional); the doctor must exist."),
+            _l(
+                "Email of the referring doctor (optional); the doctor must exist. They become "
+                "the active referring doctor of the patient's care team."
+            ),
             "ana.martinez@clinica.example.com",
             aliases=("referring_doctor_email", "doctor_email"),
+        ),
+        Column(
+            "sex",
+            code_of(AdministrativeSex),
+            _l(
+                "Administrative sex, one of: %(codes)s (UNKNOWN when empty).",
+                codes=", ".join(AdministrativeSex.codes()),
+            ),
+            "MALE",
+            aliases=("gender", "administrative_sex"),
+        ),
+        Column(
+            "phones",
+            phone_list,
+            _l(
+                "Phone numbers separated by ';', each optionally preceded by its kind "
+                "(%(kinds)s) and a colon; they are added to the patient's numbers.",
+                kinds=", ".join(PhoneKind.codes()),
+            ),
+            "MOBILE:55 1234 5678",
+            aliases=("phone",),
+        ),
+        Column(
+            "street", text_of(Patient, "street"), _l("Street and number."), "Calle 5 de Mayo 12"
+        ),
+        Column("city", text_of(Patient, "city", normalize_name), _l("City."), "Puebla"),
+        Column("state", text_of(Patient, "state", normalize_name), _l("State."), "Puebla"),
+        Column(
+            "postal_code",
+            text_of(Patient, "postal_code", postal_code),
+            _l("Postal code."),
+            "72000",
+            aliases=("zip", "zip_code"),
+        ),
+        Column(
+            "country",
+            normalize_country,
+            _l("Country: its two-letter code (MX) or its name."),
+            "MX",
+        ),
+        Column(
+            "preferred_language",
+            normalize_language,
+            _l("Preferred language: its code (es) or its name."),
+            "es",
+            aliases=("language",),
+        ),
+        Column(
+            "emergency_contact_name",
+            text_of(Patient, "emergency_contact_name", normalize_name),
+            _l("Emergency contact: name."),
+            "María Villalobos",
+        ),
+        Column(
+            "emergency_contact_relation",
+            text_of(Patient, "emergency_contact_relation"),
+            _l("Emergency contact: relation to the patient."),
+            "daughter",
+        ),
+        Column(
+            "emergency_contact_phone",
+            phone,
+            _l("Emergency contact: phone, with or without country code."),
+            "55 8765 4321",
+        ),
+        Column("allergies", text_of(Patient, "allergies"), _l("Allergies, in words."), ""),
+        Column(
+            "contrast_allergy",
+            yes_no,
+            _l("Allergic to contrast agents: yes or no (no when empty for a new patient)."),
+            "no",
+        ),
+        Column(
+            "active",
+            yes_no,
+            _l("yes or no (yes when empty); inactive patients are hidden from lists."),
+            "yes",
         ),
     ),
     one_of=("id", "email"),

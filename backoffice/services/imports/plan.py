@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from backoffice.i18n import _
+from backoffice.models import Specialty
 from backoffice.models.base import UTCDateTime
 from backoffice.services.imports.kinds import Kind
 
@@ -165,8 +166,10 @@ class Plan:
     def column_type(self, name: str) -> str:
         if name in ("birth_date", "study_date"):
             return self.db.date_type()
-        if name == "active":
+        if name in ("active", "contrast_allergy"):
             return self.db.bool_type()
+        if name == "practising_since":
+            return "INTEGER"
         return "TEXT"
 
     def create_tables(self) -> None:
@@ -400,6 +403,16 @@ class Plan:
     def after_writes(self, batch_id: int, now: Any) -> None:
         """Writes that follow the main ones (a doctor's phones)."""
 
+    def phones_position(self) -> int | None:
+        """Where a staged row holds its phone numbers (None: the kind has no phones)."""
+        return None
+
+    def extra_changes(self, rows: Sequence[tuple[int, int]]) -> dict[int, dict[str, list]]:
+        """{line: {field: [old, new]}} of updated rows for what is not a column of the table
+        (a doctor's phones and specialties), for their audit entries; ``rows`` are
+        (line, record id) pairs."""
+        return {}
+
     def sample(self, limit: int) -> list[tuple]:
         cols = ", ".join(self.stage_columns[1:])
         return self.db.run(
@@ -443,26 +456,109 @@ class ClinicPlan(Plan):
         self.match_by("clinic t", f"t.name = {STAGE}.c_name")
 
 
-class DoctorPlan(Plan):
-    table = "doctor"
-    extra_stage = (("clinic_id", "INTEGER"),)
+class PhonesMixin:
+    """Kinds whose rows carry phone numbers (doctors, patients): a staging table of their
+    numbers, added to the record's own (never removed by an import), the first one primary
+    when the record has none."""
+
+    phone_table: str
+    owner_key: str
 
     def create_tables(self) -> None:
-        super().create_tables()
-        self.db.run(
+        super().create_tables()  # type: ignore[misc]
+        self.db.run(  # type: ignore[attr-defined]
             f"CREATE TEMPORARY TABLE {PHONES} (line INTEGER, position INTEGER, "
             "number TEXT, kind TEXT)"
         )
 
     def load(self, rows: list[tuple], extra: list[tuple] | None = None) -> None:
-        super().load(rows)
-        self.db.load(PHONES, ("line", "position", "number", "kind"), extra or [], background=True)
+        super().load(rows)  # type: ignore[misc]
+        self.db.load(  # type: ignore[attr-defined]
+            PHONES, ("line", "position", "number", "kind"), extra or [], background=True
+        )
 
     def after_load(self) -> None:
-        super().after_load()
-        self.db.run(f"CREATE INDEX ix_{PHONES}_line ON {PHONES} (line)")
-        if self.db.pg:
-            self.db.run(f"ANALYZE {PHONES}")
+        super().after_load()  # type: ignore[misc]
+        self.db.run(f"CREATE INDEX ix_{PHONES}_line ON {PHONES} (line)")  # type: ignore[attr-defined]
+        if self.db.pg:  # type: ignore[attr-defined]
+            self.db.run(f"ANALYZE {PHONES}")  # type: ignore[attr-defined]
+
+    def phones_position(self) -> int | None:
+        names = [c.name for c in self.kind.columns]  # type: ignore[attr-defined]
+        return names.index("phones") + 1 if "phones" in names else None
+
+    def phone_differences(self) -> str:
+        # A number the record does not have yet makes the row an update.
+        return (
+            f"EXISTS (SELECT 1 FROM {PHONES} ph WHERE ph.line = {STAGE}.line AND NOT EXISTS "
+            f"(SELECT 1 FROM {self.phone_table} dp WHERE dp.{self.owner_key} = t.id "
+            "AND dp.number = ph.number))"
+        )
+
+    def insert_phones(self) -> None:
+        db = self.db  # type: ignore[attr-defined]
+        table, key = self.phone_table, self.owner_key
+        primary = "ph.position = 0" if db.pg else "(ph.position = 0)"
+        db.run(
+            f"INSERT INTO {table} ({key}, number, kind, is_primary) "
+            f"SELECT s.target_id, ph.number, ph.kind, {primary} AND NOT EXISTS "
+            f"(SELECT 1 FROM {table} p WHERE p.{key} = s.target_id AND p.is_primary) "
+            f"FROM {PHONES} ph JOIN {STAGE} s ON s.line = ph.line "
+            "WHERE s.bad = 0 AND (s.action IS NULL OR s.action = 'update') AND NOT EXISTS "
+            f"(SELECT 1 FROM {table} p WHERE p.{key} = s.target_id "
+            "AND p.number = ph.number) ORDER BY s.line, ph.position"
+        )
+
+    def extra_changes(self, rows: Sequence[tuple[int, int]]) -> dict[int, dict[str, list]]:
+        if "phones" not in self.present:  # type: ignore[attr-defined]
+            return {}
+        old = self.old_phones(record for _line, record in rows)
+        new = self.file_phones(line for line, _record in rows)
+        out: dict[int, dict[str, list]] = {}
+        for line, record in rows:
+            before = old.get(record, [])
+            after = sorted(set(before) | set(new.get(line, [])))
+            if after != before:
+                out[line] = {"phones": [before, after]}
+        return out
+
+    def old_phones(self, owner_ids: Iterable[int]) -> dict[int, list[str]]:
+        ids = list(owner_ids)
+        out: dict[int, list[str]] = {i: [] for i in ids}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows = self.db.conn.execute(  # type: ignore[attr-defined]
+                text(
+                    f"SELECT {self.owner_key}, number FROM {self.phone_table} "
+                    f"WHERE {self.owner_key} IN :ids"
+                )
+                .bindparams(bindparam("ids", expanding=True))
+                .params(ids=part)
+            ).all()
+            for owner_id, number in rows:
+                out[owner_id].append(number)
+        return {k: sorted(v) for k, v in out.items()}
+
+    def file_phones(self, lines: Iterable[int]) -> dict[int, list[str]]:
+        lines = list(lines)
+        out: dict[int, list[str]] = {line: [] for line in lines}
+        for start in range(0, len(lines), 500):
+            part = lines[start : start + 500]
+            rows = self.db.conn.execute(  # type: ignore[attr-defined]
+                text(f"SELECT line, number FROM {PHONES} WHERE line IN :lines")
+                .bindparams(bindparam("lines", expanding=True))
+                .params(lines=part)
+            ).all()
+            for line, number in rows:
+                out[line].append(number)
+        return out
+
+
+class DoctorPlan(PhonesMixin, Plan):
+    table = "doctor"
+    extra_stage = (("clinic_id", "INTEGER"),)
+    phone_table = "doctor_phone"
+    owner_key = "doctor_id"
 
     def fields(self) -> list[Field]:
         p = self.present
@@ -470,13 +566,6 @@ class DoctorPlan(Plan):
             Field("email", "c_email"),
             Field("first_name", "c_first_name"),
             Field("last_name", "c_last_name"),
-            Field(
-                "specialty",
-                "c_specialty",
-                keep_when_empty=True,
-                default="'GENERAL_PRACTICE'",
-                present="specialty" in p,
-            ),
             Field("licence_number", "c_licence_number", present="licence_number" in p),
             Field("clinic_id", "clinic_id"),
             Field(
@@ -485,6 +574,17 @@ class DoctorPlan(Plan):
                 keep_when_empty=True,
                 default="TRUE" if self.db.pg else "1",
                 present="active" in p,
+            ),
+            *(
+                Field(name, f"c_{name}", present=name in p)
+                for name in (
+                    "qualification",
+                    "practising_since",
+                    "languages",
+                    "bio_en",
+                    "bio_es",
+                    "bio_fr",
+                )
             ),
         ]
 
@@ -507,13 +607,22 @@ class DoctorPlan(Plan):
                 ),
             )
 
+    # A specialty cell holds the doctor's codes, sorted and joined by ";" (kinds.code_list_of);
+    # "in the cell" is a LIKE on ";cell;" (codes hold no ";" or "%").
+    _IN_CELL = f"(';' || {STAGE}.c_specialty || ';') LIKE ('%;' || ds.specialty || ';%')"
+
     def extra_differences(self) -> list[str]:
-        # A number the doctor does not have yet makes the row an update.
-        return [
-            f"EXISTS (SELECT 1 FROM {PHONES} ph WHERE ph.line = {STAGE}.line AND NOT EXISTS "
-            "(SELECT 1 FROM doctor_phone dp WHERE dp.doctor_id = t.id "
-            "AND dp.number = ph.number))"
-        ]
+        differences = [self.phone_differences()]
+        if "specialty" in self.present:
+            cell = f"{STAGE}.c_specialty"
+            codes_in_cell = f"(length({cell}) - length(replace({cell}, ';', '')) + 1)"
+            differences.append(
+                f"({cell} IS NOT NULL AND ("
+                "(SELECT count(*) FROM doctor_specialty ds WHERE ds.doctor_id = t.id) "
+                f"<> {codes_in_cell} OR EXISTS (SELECT 1 FROM doctor_specialty ds "
+                f"WHERE ds.doctor_id = t.id AND NOT {self._IN_CELL})))"
+            )
+        return differences
 
     def after_writes(self, batch_id: int, now: Any) -> None:
         db = self.db
@@ -521,52 +630,89 @@ class DoctorPlan(Plan):
             f"UPDATE {STAGE} SET target_id = t.id FROM doctor t "
             f"WHERE {STAGE}.action IS NULL AND {STAGE}.bad = 0 AND t.email = {STAGE}.c_email"
         )
-        primary = "ph.position = 0" if db.pg else "(ph.position = 0)"
+        self.insert_phones()
+        written = f"{STAGE}.bad = 0 AND ({STAGE}.action IS NULL OR {STAGE}.action = 'update')"
+        if "specialty" in self.present:
+            # The cell's codes replace the doctor's: the others go, the missing ones come.
+            db.run(
+                "DELETE FROM doctor_specialty WHERE EXISTS (SELECT 1 FROM "
+                f"{STAGE} WHERE {STAGE}.target_id = doctor_specialty.doctor_id AND {written} "
+                f"AND {STAGE}.c_specialty IS NOT NULL AND NOT "
+                + self._IN_CELL.replace("ds.specialty", "doctor_specialty.specialty")
+                + ")"
+            )
+            for code in Specialty.codes():
+                db.run(
+                    "INSERT INTO doctor_specialty (doctor_id, specialty) "
+                    f"SELECT {STAGE}.target_id, :code FROM {STAGE} WHERE {written} "
+                    f"AND (';' || {STAGE}.c_specialty || ';') LIKE :pattern AND NOT EXISTS "
+                    "(SELECT 1 FROM doctor_specialty ds WHERE ds.doctor_id = "
+                    f"{STAGE}.target_id AND ds.specialty = :code)",
+                    code=code,
+                    pattern=f"%;{code};%",
+                )
+        # A new doctor without a specialty is a general practitioner, as before.
+        empty = f"{STAGE}.c_specialty IS NULL" if "specialty" in self.present else "1 = 1"
         db.run(
-            "INSERT INTO doctor_phone (doctor_id, number, kind, is_primary) "
-            f"SELECT s.target_id, ph.number, ph.kind, {primary} AND NOT EXISTS "
-            "(SELECT 1 FROM doctor_phone p WHERE p.doctor_id = s.target_id AND p.is_primary) "
-            f"FROM {PHONES} ph JOIN {STAGE} s ON s.line = ph.line "
-            "WHERE s.bad = 0 AND (s.action IS NULL OR s.action = 'update') AND NOT EXISTS "
-            "(SELECT 1 FROM doctor_phone p WHERE p.doctor_id = s.target_id "
-            "AND p.number = ph.number) ORDER BY s.line, ph.position"
+            "INSERT INTO doctor_specialty (doctor_id, specialty) "
+            f"SELECT {STAGE}.target_id, 'GENERAL_PRACTICE' FROM {STAGE} WHERE {STAGE}.bad = 0 "
+            f"AND {STAGE}.action IS NULL AND {empty} AND NOT EXISTS (SELECT 1 FROM "
+            f"doctor_specialty ds WHERE ds.doctor_id = {STAGE}.target_id)"
         )
 
-    def old_phones(self, doctor_ids: Iterable[int]) -> dict[int, list[str]]:
-        ids = list(doctor_ids)
-        out: dict[int, list[str]] = {i: [] for i in ids}
+    def extra_changes(self, rows: Sequence[tuple[int, int]]) -> dict[int, dict[str, list]]:
+        out = super().extra_changes(rows)
+        if "specialty" not in self.present or not rows:
+            return out
+        ids = [record for _line, record in rows]
+        lines = [line for line, _record in rows]
+        old: dict[int, list[str]] = {i: [] for i in ids}
+        cells: dict[int, str | None] = {}
         for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            rows = self.db.conn.execute(
-                text("SELECT doctor_id, number FROM doctor_phone WHERE doctor_id IN :ids")
+            for doctor_id, code in self.db.conn.execute(
+                text("SELECT doctor_id, specialty FROM doctor_specialty WHERE doctor_id IN :ids")
                 .bindparams(bindparam("ids", expanding=True))
-                .params(ids=part)
-            ).all()
-            for doctor_id, number in rows:
-                out[doctor_id].append(number)
-        return {k: sorted(v) for k, v in out.items()}
-
-    def file_phones(self, lines: Iterable[int]) -> dict[int, list[str]]:
-        lines = list(lines)
-        out: dict[int, list[str]] = {line: [] for line in lines}
-        for start in range(0, len(lines), 500):
-            part = lines[start : start + 500]
-            rows = self.db.conn.execute(
-                text(f"SELECT line, number FROM {PHONES} WHERE line IN :lines")
+                .params(ids=ids[start : start + 500])
+            ).all():
+                old[doctor_id].append(code)
+            for line, cell in self.db.conn.execute(
+                text(f"SELECT line, c_specialty FROM {STAGE} WHERE line IN :lines")
                 .bindparams(bindparam("lines", expanding=True))
-                .params(lines=part)
-            ).all()
-            for line, number in rows:
-                out[line].append(number)
+                .params(lines=lines[start : start + 500])
+            ).all():
+                cells[line] = cell
+        for line, record in rows:
+            cell = cells.get(line)
+            if not cell:
+                continue
+            before, after = sorted(old.get(record, [])), sorted(cell.split(";"))
+            if before != after:
+                out.setdefault(line, {})["specialties"] = [before, after]
         return out
 
 
-class PatientPlan(Plan):
+class PatientPlan(PhonesMixin, Plan):
     table = "patient"
-    extra_stage = (("clinic_id", "INTEGER"), ("doctor_id", "INTEGER"))
+    extra_stage = (("clinic_id", "INTEGER"), ("doctor_id", "INTEGER"), ("mrn_given", "INTEGER"))
+    phone_table = "patient_phone"
+    owner_key = "patient_id"
+    # Plain text columns: an empty cell (in a file that has the column) empties the field.
+    TEXT_FIELDS = (
+        "street",
+        "city",
+        "state",
+        "postal_code",
+        "country",
+        "preferred_language",
+        "emergency_contact_name",
+        "emergency_contact_relation",
+        "emergency_contact_phone",
+        "allergies",
+    )
 
     def fields(self) -> list[Field]:
         p = self.present
+        true_, false_ = ("TRUE", "FALSE") if self.db.pg else ("1", "0")
         return [
             Field("mrn", "c_id", keep_when_empty=True, present="id" in p),
             Field("first_name", "c_first_name"),
@@ -575,7 +721,148 @@ class PatientPlan(Plan):
             Field("email", "c_email", present="email" in p),
             Field("clinic_id", "clinic_id", present="clinic" in p),
             Field("referring_doctor_id", "doctor_id", present="referring_doctor" in p),
+            Field("sex", "c_sex", keep_when_empty=True, default="'UNKNOWN'", present="sex" in p),
+            *(Field(name, f"c_{name}", present=name in p) for name in self.TEXT_FIELDS),
+            Field(
+                "contrast_allergy",
+                "c_contrast_allergy",
+                keep_when_empty=True,
+                default=false_,
+                present="contrast_allergy" in p,
+            ),
+            Field("active", "c_active", keep_when_empty=True, default=true_, present="active" in p),
         ]
+
+    def create_only_fields(self) -> list[Field]:
+        # Every new patient has an MRN: the file's, or the next of the sequence (see
+        # ``insert_created``), even when the file has no id column at all.
+        extra = [] if "id" in self.present else [Field("mrn", "c_id")]
+        return super().create_only_fields() + extra
+
+    def extra_differences(self) -> list[str]:
+        return [self.phone_differences()]
+
+    def insert_created(self, batch_id: int, now: Any) -> int:
+        self.assign_record_numbers()
+        return super().insert_created(batch_id, now)
+
+    def assign_record_numbers(self) -> None:
+        """New rows without an MRN get the sequence's next numbers, in file order; a number
+        whose MRN a patient or another row of the file already holds is skipped."""
+        from backoffice.services.record_numbers import (
+            MAX_ROUNDS,
+            MRN_SEQUENCE,
+            format_sql,
+            mrn_format,
+            reserve,
+        )
+
+        db = self.db
+        needing = "action IS NULL AND bad = 0 AND c_id IS NULL"
+        prefix, digits = mrn_format()
+        for _round in range(MAX_ROUNDS):
+            count = db.scalar(f"SELECT count(*) FROM {STAGE} WHERE {needing}")
+            if not count:
+                return
+            if db.pg:
+                numbers = (
+                    f"SELECT line, nextval('{MRN_SEQUENCE}') AS n FROM "
+                    f"(SELECT line FROM {STAGE} WHERE {needing} ORDER BY line) o"
+                )
+                given = format_sql("x.n", "postgresql")
+                params: dict[str, Any] = {}
+            else:
+                first = reserve(db.conn, count)[0]
+                numbers = (
+                    f"SELECT line, row_number() OVER (ORDER BY line) AS rn FROM {STAGE} "
+                    f"WHERE {needing}"
+                )
+                given = format_sql("(:first - 1 + x.rn)", "sqlite")
+                params = {"first": first}
+            db.run(
+                f"UPDATE {STAGE} SET c_id = {given}, mrn_given = 1 FROM ({numbers}) x "
+                f"WHERE x.line = {STAGE}.line",
+                mrn_prefix=prefix,
+                mrn_digits=digits,
+                **params,
+            )
+            db.run(
+                f"UPDATE {STAGE} SET c_id = NULL WHERE mrn_given = 1 AND (EXISTS (SELECT 1 "
+                f"FROM patient t WHERE t.mrn = {STAGE}.c_id) OR EXISTS (SELECT 1 FROM {STAGE} o "
+                f"WHERE o.c_id = {STAGE}.c_id AND o.line <> {STAGE}.line))"
+            )
+        raise RuntimeError("the MRN sequence keeps meeting numbers already in use")
+
+    def after_writes(self, batch_id: int, now: Any) -> None:
+        if not ({"phones", "referring_doctor"} & self.present):
+            return
+        db = self.db
+        # The created rows' ids, by the MRN every one of them now has.
+        db.run(
+            f"UPDATE {STAGE} SET target_id = t.id FROM patient t "
+            f"WHERE {STAGE}.action IS NULL AND {STAGE}.bad = 0 AND t.mrn = {STAGE}.c_id"
+        )
+        if "phones" in self.present:
+            self.insert_phones()
+        if "referring_doctor" in self.present:
+            self.sync_referring_links(batch_id, now)
+
+    def sync_referring_links(self, batch_id: int, now: Any) -> None:
+        """The file's referring doctor becomes the active REFERRING link of the care team (as
+        ``services.care_team`` does for the ORM): other active REFERRING links end today."""
+        from backoffice.services.audit import append_entries, make_entry
+
+        db = self.db
+        today = date.today()
+        written = "s.bad = 0 AND (s.action IS NULL OR s.action = 'update')"
+        ended = db.run(
+            f"SELECT c.id, c.patient_id, c.version, c.until FROM care_team_member c "
+            f"JOIN {STAGE} s ON s.target_id = c.patient_id WHERE {written} "
+            "AND c.role = 'REFERRING' AND c.status = 'ACTIVE' "
+            "AND (s.doctor_id IS NULL OR c.doctor_id <> s.doctor_id) ORDER BY c.id"
+        ).all()
+        for start in range(0, len(ended), 500):
+            part = ended[start : start + 500]
+            self.db.conn.execute(
+                text(
+                    "UPDATE care_team_member SET status = 'INACTIVE', "
+                    "until = COALESCE(until, :today), version = version + 1, updated_at = :now "
+                    "WHERE id IN :ids"
+                ).bindparams(
+                    bindparam("ids", expanding=True), bindparam("now", type_=UTCDateTime())
+                ),
+                {"ids": [row[0] for row in part], "today": today, "now": now},
+            )
+            append_entries(
+                self.db.conn,
+                [
+                    make_entry(
+                        "UPDATE",
+                        "care_team_member",
+                        row[0],
+                        changes={
+                            "status": ["ACTIVE", "INACTIVE"],
+                            **({"until": [None, today]} if row[3] is None else {}),
+                        },
+                        details={"record_version": row[2] + 1},
+                        parent=("patient", str(row[1])),
+                        batch_id=batch_id,
+                    )
+                    for row in part
+                ],
+            )
+        db.run(
+            "INSERT INTO care_team_member (patient_id, doctor_id, role, status, since, "
+            "import_batch_id, created_at, updated_at, version) "
+            f"SELECT s.target_id, s.doctor_id, 'REFERRING', 'ACTIVE', :today, :batch, :now, :now, "
+            f"1 FROM {STAGE} s WHERE {written} AND s.doctor_id IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM care_team_member c WHERE c.patient_id = s.target_id "
+            "AND c.role = 'REFERRING' AND c.status = 'ACTIVE' AND c.doctor_id = s.doctor_id) "
+            "ORDER BY s.line",
+            today=today,
+            batch=batch_id,
+            now=now,
+        )
 
     def match(self) -> None:
         if "id" in self.present:

@@ -32,7 +32,7 @@ from backoffice.i18n import _
 from backoffice.models import AuditEntry, ImportBatch, utcnow
 from backoffice.services.audit import append_entries, current_actor, make_entry
 from backoffice.services.imports.kinds import KINDS, Column, Kind
-from backoffice.services.imports.plan import CHUNK, PLANS, PROBLEMS, Db, DoctorPlan, Plan
+from backoffice.services.imports.plan import CHUNK, PLANS, PROBLEMS, Db, Plan
 from backoffice.services.imports.reader import (
     NEUTRALISED_FIRST,
     CsvRows,
@@ -276,7 +276,7 @@ class _Run:
         ]
         absent = [None] * len(header.slots)
         width = header.width
-        is_doctor = isinstance(plan, DoctorPlan)
+        phones_at = plan.phones_position()  # doctors and patients: numbers staged apart
         one_of = [pos for pos, _idx, _parse, c in slots if c.name in self.kind.one_of]
         staged: list[tuple] = []
         phones: list[tuple] = []
@@ -345,9 +345,9 @@ class _Run:
                 )
             if not ok:
                 continue
-            if is_doctor:
-                numbers = values[-1] or []
-                values[-1] = ";".join(f"{k}:{num}" for k, num in numbers) or None
+            if phones_at is not None:
+                numbers = values[phones_at] or []
+                values[phones_at] = ";".join(f"{k}:{num}" for k, num in numbers) or None
                 phones.extend((line, pos, num, k) for pos, (k, num) in enumerate(numbers))
             staged.append(tuple(values))
             if len(staged) >= CHUNK:
@@ -459,11 +459,8 @@ class _Run:
                 f"AND s.line IN ({', '.join(str(int(n)) for n in lines)}) ORDER BY s.line",
             )
         for chunk in self.db.stream(sql):
-            phones: dict[int, list[str]] = {}
-            file_phones: dict[int, list[str]] = {}
-            if isinstance(plan, DoctorPlan):
-                phones = plan.old_phones(r[1] for r in chunk)
-                file_phones = plan.file_phones(r[0] for r in chunk)
+            # What is not a column of the table (phones, a doctor's specialties).
+            extra = plan.extra_changes([(r[0], r[1]) for r in chunk])
             for row in chunk:
                 changes: dict[str, list] = {}
                 for i, f in enumerate(fields):
@@ -472,11 +469,7 @@ class _Run:
                         continue
                     if old != new:
                         changes[f.column] = [old, new]
-                if isinstance(plan, DoctorPlan):
-                    old_numbers = phones.get(row[1], [])
-                    new_numbers = sorted(set(old_numbers) | set(file_phones.get(row[0], [])))
-                    if new_numbers != old_numbers:
-                        changes["phones"] = [old_numbers, new_numbers]
+                changes.update(extra.get(row[0], {}))
                 self._ids[row[0]] = (row[1], row[2])
                 yield row[0], changes
 
@@ -579,7 +572,7 @@ def _grouped_messages(dbx: Db) -> Iterator[tuple[int, str]]:
         yield line, "; ".join(parts)
 
 
-_BOOL_COLUMNS = {"active", "is_primary"}
+_BOOL_COLUMNS = {"active", "is_primary", "contrast_allergy"}
 
 
 def _plain(column: str, value: Any) -> Any:

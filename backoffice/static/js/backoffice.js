@@ -35,6 +35,15 @@
     }
   });
 
+  // "Print" buttons (the patient chart's summary has a print stylesheet).
+  document.addEventListener('click', function (event) {
+    var button = event.target.closest ? event.target.closest('[data-print]') : null;
+    if (button) {
+      event.preventDefault();
+      window.print();
+    }
+  });
+
   // Elements that submit their form when changed (language switcher, page size ...).
   document.addEventListener('change', function (event) {
     var el = event.target;
