@@ -2,8 +2,8 @@
 a real server (threads, its own database, real commits): one is done, the other refused, and the
 study has one check-in.
 
-The app is served by Werkzeug's threaded server on 127.0.0.1 from a database of its own (a file
-for SQLite; for PostgreSQL a database created next to the test one and dropped afterwards).
+The app is served by Werkzeug's threaded server on 127.0.0.1 from a database of its own
+(``tests/scratch.py``: a file for SQLite; on PostgreSQL a database beside the test one).
 """
 
 from __future__ import annotations
@@ -18,58 +18,41 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from backoffice import create_app
 from backoffice.auth.scope import EVERYTHING, using_scope
 from backoffice.extensions import db
 from backoffice.models import Study, StudyEvent, StudyStatus
-from tests.conftest import PASSWORD, _database_url, make_user
+from tests.conftest import PASSWORD, make_user
 from tests.factories import make_study
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, object, int]]:
-    base = _database_url()
-    cleanup = None
-    if base.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'race.sqlite'}"
-    else:
-        name = f"{make_url(base).database}_race"
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    from tests.scratch import scratch_database
 
-        def cleanup() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+    with scratch_database(tmp_path, "race") as url:
+        app = create_app({"ENV_NAME": "testing", "SQLALCHEMY_DATABASE_URI": url})
+        with app.app_context(), using_scope(EVERYTHING):
+            from flask_migrate import upgrade
 
-    app = create_app({"ENV_NAME": "testing", "SQLALCHEMY_DATABASE_URI": url})
-    with app.app_context(), using_scope(EVERYTHING):
-        from flask_migrate import upgrade
-
-        upgrade()
-        for email in ("ana@race.example.com", "ben@race.example.com"):
-            make_user(email, "OPERATOR")
-        study_id = make_study(status=StudyStatus.SCHEDULED).id
-        db.session.commit()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", app, study_id
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        with app.app_context():
-            db.engine.dispose()
-        if cleanup:
-            cleanup()
+            upgrade()
+            for email in ("ana@race.example.com", "ben@race.example.com"):
+                make_user(email, "OPERATOR")
+            study_id = make_study(status=StudyStatus.SCHEDULED).id
+            db.session.commit()
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}", app, study_id
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
+            with app.app_context():
+                db.engine.dispose()
 
 
 class _Stay(urllib.request.HTTPRedirectHandler):
