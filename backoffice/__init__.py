@@ -107,6 +107,9 @@ def register_extensions(app: Flask) -> None:
     register_care_team_hooks()
 
     register_audit_hooks()
+    from backoffice.auth.scope import register_scope
+
+    register_scope(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             tune_sqlite(db.engine)

@@ -13,12 +13,14 @@ from sqlalchemy import select
 from backoffice.extensions import db
 
 users_cli = AppGroup("users", help="Manage back-office users.")
+studies_cli = AppGroup("studies", help="Move studies through their life (as the buttons do).")
 audit_cli = AppGroup("audit", help="Check the audit trail.")
 
 
 def register(app: Flask) -> None:
     app.cli.add_command(seed_command)
     app.cli.add_command(users_cli)
+    app.cli.add_command(studies_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(import_command)
     app.cli.add_command(worker_command)
@@ -88,9 +90,12 @@ def seed_command(patients: int, studies: int, demo_users: bool) -> None:
 
     if demo_users and current_app.config.get("ENV_NAME") == "production":
         raise click.UsageError("Demo users are never created in production.")
+    from backoffice.auth.scope import unscoped
+
     password = current_app.config["DEMO_PASSWORD"] if demo_users else None
-    report = seed_demo(patients=patients, studies=studies, demo_password=password)
-    db.session.commit()
+    with unscoped("flask seed: demo data"):
+        report = seed_demo(patients=patients, studies=studies, demo_password=password)
+        db.session.commit()
     if report.total():
         details = ", ".join(f"{n} {kind}" for kind, n in sorted(report.created.items()))
         click.echo(f"Seeded: {details}.")
@@ -129,8 +134,15 @@ def _get_user(email: str):  # noqa: ANN202
     "roles",
     multiple=True,
     required=True,
-    type=click.Choice(["admin", "manager", "operator", "support"], case_sensitive=False),
+    type=click.Choice(["admin", "manager", "operator", "support", "doctor"], case_sensitive=False),
     help="Role to grant; repeat for several.",
+)
+@click.option(
+    "--doctor",
+    "doctor_key",
+    default=None,
+    metavar="EMAIL|ID",
+    help="With --role doctor: the doctor record (email or id) the user is.",
 )
 @click.option("--name", "display_name", default=None, help="Display name (default: the email).")
 @click.option(
@@ -140,21 +152,29 @@ def _get_user(email: str):  # noqa: ANN202
     help="Environment variable to read the password from instead of prompting.",
 )
 def users_create(
-    email: str, roles: tuple[str, ...], display_name: str | None, password_env: str
+    email: str,
+    roles: tuple[str, ...],
+    doctor_key: str | None,
+    display_name: str | None,
+    password_env: str,
 ) -> None:
     """Create a user with one or more roles (password prompted, or read from --password-env)."""
     from backoffice.auth.events import security_event
-    from backoffice.services.users import create_user
+    from backoffice.services.users import create_user, find_doctor
 
     password = _read_password(password_env, prompt=True)
     try:
-        user = create_user(email, display_name or email.split("@")[0], roles, password)
+        doctor = find_doctor(doctor_key) if doctor_key else None
+        user = create_user(
+            email, display_name or email.split("@")[0], roles, password, doctor=doctor
+        )
     except ValueError as exc:  # UserError and RuleError (e.g. a malformed email)
         raise click.ClickException(str(exc)) from None
     db.session.commit()
     security_event("user_created", user.id, by="command")
     names = ", ".join(sorted(r.name.value for r in user.roles))
-    click.echo(f"Created user {user.email} with roles {names}.")
+    linked = f", linked to {user.doctor}" if user.doctor_id else ""
+    click.echo(f"Created user {user.email} with roles {names}{linked}.")
 
 
 @users_cli.command("set-password")
@@ -210,6 +230,52 @@ def users_list() -> None:
         status = "active" if u.active else "inactive"
         last = u.last_login_at.isoformat(timespec="minutes") if u.last_login_at else "never"
         click.echo(f"{u.email:<{width}}  {status:<8}  {roles:<30}  last login {last}")
+
+
+@studies_cli.command("move")
+@operator_option
+@click.argument("study")
+@click.argument(
+    "transition",
+    type=click.Choice(["schedule", "check_in", "start", "complete", "no_show", "cancel", "reopen"]),
+)
+@click.option("--reason", default=None, help="Why (cancel and reopen need one).")
+@click.option(
+    "--when",
+    "when",
+    default=None,
+    help="The appointment, YYYY-MM-DDTHH:MM in BACKOFFICE_TIMEZONE (schedule needs one).",
+)
+def studies_move(study: str, transition: str, reason: str | None, when: str | None) -> None:
+    """Make TRANSITION on STUDY (its id or accession number), with the workflow's rules.
+
+    The command's operator is the one acting (audit trail, the study's steps); the record scope
+    is opened for the command and that is on record too.
+    """
+    from backoffice.auth.scope import unscoped
+    from backoffice.models import Study
+    from backoffice.services.workflow import WorkflowError, make_move, parse_local_time
+
+    with unscoped(f"flask studies move {study} {transition}"):
+        found = None
+        if study.isdigit():
+            found = db.session.get(Study, int(study))
+        if found is None:
+            found = db.session.scalar(select(Study).where(Study.accession_number == study))
+        if found is None:
+            raise click.ClickException(f"No study with the id or accession number {study}.")
+        try:
+            make_move(
+                found,
+                transition,
+                reason=reason,
+                scheduled_for=parse_local_time(when),
+            )
+        except WorkflowError as exc:
+            db.session.rollback()
+            raise click.ClickException(exc.message) from None
+        db.session.commit()
+        click.echo(f"{found}: {found.status.label}.")
 
 
 # --------------------------------------------------------------------------- bulk import

@@ -1,10 +1,14 @@
 """Extension objects, created unbound and attached to an app in ``create_app``."""
 
+from collections.abc import Callable
+from typing import Any, ClassVar
+
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -26,7 +30,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+class Session(FlaskSQLAlchemySession):
+    """The app's session: ``get`` answers a record from the identity map without SQL, where no
+    query-level rule can see it, so registered checks (the record scope,
+    backoffice/auth/scope.py) decide whether it may be returned."""
+
+    get_checks: ClassVar[list[Callable[[Any, Any], bool]]] = []
+
+    def get(self, entity: Any, ident: Any, **kwargs: Any) -> Any:
+        obj = super().get(entity, ident, **kwargs)
+        if obj is not None and not all(check(self, obj) for check in self.get_checks):
+            return None
+        return obj
+
+
+db = SQLAlchemy(model_class=Base, session_options={"class_": Session})
 migrate = Migrate()
 login_manager = LoginManager()
 babel = Babel()

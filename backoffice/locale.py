@@ -81,9 +81,20 @@ def set_language() -> Any:
     return redirect(target if is_same_site_path(target) else url_for("admin.index"))
 
 
+def datetime_input_value(moment: Any) -> str:
+    """A UTC time as a ``datetime-local`` input shows it: the wall time in the display zone."""
+    if moment is None:
+        return ""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"])
+    return moment.astimezone(zone).strftime("%Y-%m-%dT%H:%M")
+
+
 def template_globals() -> dict[str, Any]:
     return {
         "current_locale": current_language,
         "language_names": LANGUAGE_NAMES,
         "display_timezone": lambda: current_app.config["BABEL_DEFAULT_TIMEZONE"],
+        "datetime_input_value": datetime_input_value,
     }

@@ -29,6 +29,7 @@ USERS = {
     "manager": "manager@backoffice.example.com",
     "operator": "operator@backoffice.example.com",
     "support": "support@backoffice.example.com",
+    "doctor": "doctor@backoffice.example.com",  # Dr. Ana Martínez (seeded servers only)
 }
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -83,7 +84,8 @@ def _start_server(seed_data: bool) -> Iterator[str]:
         run("seed", "--demo-users", "--operator", "e2e")
     else:
         for role, email in USERS.items():
-            run("users", "create", email, "--role", role, "--operator", "e2e")
+            if role != "doctor":  # a doctor user is a seeded doctor: none without the demo data
+                run("users", "create", email, "--role", role, "--operator", "e2e")
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
         [

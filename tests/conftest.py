@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from backoffice import create_app
+from backoffice.auth.scope import EVERYTHING, using_scope
 from backoffice.extensions import db
 from backoffice.models import Role, RoleName, User
 
@@ -90,8 +91,12 @@ def app() -> Iterator[Flask]:
 
 @pytest.fixture(autouse=True)
 def _db_transaction(app: Flask) -> Iterator[None]:
-    """Each test runs inside a transaction that is rolled back; commits become SAVEPOINTs."""
-    with app.app_context():
+    """Each test runs inside a transaction that is rolled back; commits become SAVEPOINTs.
+
+    The test's own code (setting up records, checking what the database holds) sees every
+    record, as a command does; each client request runs in its logged-in user's scope.
+    """
+    with app.app_context(), using_scope(EVERYTHING):
         engines = db.engines
         originals = dict(engines)
         connection = originals[None].connect()

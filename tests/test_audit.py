@@ -410,6 +410,7 @@ def test_users_created_edited_and_role_changes_recorded_without_any_hash(browser
         "display_name": "Nora",
         "active": True,
         "locale": None,
+        "doctor_id": None,
         "roles": ["OPERATOR"],
     }
     assert_by(created, admin)
@@ -456,7 +457,10 @@ def test_seed_command_records_its_rows_under_the_operator_name(app):
     created = entries_after(mark)
     assert {e.entity for e in created} >= {"clinic", "doctor", "doctor_phone", "patient", "study"}
     assert {(e.actor_label, e.actor_id, e.ip) for e in created} == {("ops-maria", None, None)}
-    assert {e.action for e in created} == {"CREATE"}
+    # The command opened the record scope, which is on record first, with its reason.
+    assert {e.action for e in created} == {"CREATE", "SCOPE_LIFTED"}
+    assert created[0].action == "SCOPE_LIFTED"
+    assert created[0].details == {"reason": "flask seed: demo data"}
     assert len({e.request_id for e in created}) == 1  # one command, one id
     db.session.expire_all()
     for model, entity in ((Clinic, "clinic"), (Patient, "patient"), (Study, "study")):

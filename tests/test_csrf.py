@@ -251,3 +251,71 @@ def test_delete_by_get_is_refused(admin_client, path):
     assert "Method not allowed" in response.get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(Patient, patient.id) is not None
+
+
+def test_a_studys_moves_need_a_token(admin_client):
+    """The study's buttons and the second step of a bulk move."""
+    from backoffice.models import Study, StudyStatus
+    from tests.factories import make_study
+
+    study = make_study(status=StudyStatus.SCHEDULED)
+    db.session.commit()
+    token = form_token(admin_client, f"/admin/study/details/?id={study.id}")
+
+    def unchanged() -> None:
+        assert db.session.get(Study, study.id).status == StudyStatus.SCHEDULED
+
+    move = {"id": str(study.id), "transition": "check_in", "version": str(study.version)}
+    response = refused_then_accepted(
+        admin_client, "/admin/study/transition/", move, token, unchanged
+    )
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Study, study.id).status == StudyStatus.ARRIVED
+
+    bulk = {
+        "transition": "cancel",
+        "rowid": str(study.id),
+        "row_versions": f"{study.id}:{db.session.get(Study, study.id).version}",
+        "reason": "Machine down",
+    }
+
+    def still_arrived() -> None:
+        assert db.session.get(Study, study.id).status == StudyStatus.ARRIVED
+
+    response = refused_then_accepted(admin_client, "/admin/study/bulk/", bulk, token, still_arrived)
+    assert "1 of 1 studies done." in response.get_data(as_text=True)
+
+
+def test_writing_and_correcting_a_report_need_a_token(csrf_app, client):
+    from backoffice.models import Report, ReportAddendum, StudyStatus
+    from tests.factories import make_doctor, make_study
+
+    doctor = make_doctor("Rita", "Report")
+    study = make_study(status=StudyStatus.PERFORMED, reporting_doctor=doctor)
+    user = make_user("rita@test.example.com", RoleName.DOCTOR)
+    user.doctor_id = doctor.id
+    db.session.commit()
+    AuthActions(client).login("rita@test.example.com")
+    token = form_token(client, f"/admin/study/report/?id={study.id}")
+
+    def no_report() -> None:
+        assert db.session.scalar(select(Report).where(Report.study_id == study.id)) is None
+
+    fields = {
+        "id": str(study.id),
+        "study_version": str(study.version),
+        "findings": "F",
+        "impression": "I",
+        "action": "sign",
+    }
+    response = refused_then_accepted(client, "/admin/study/report/save/", fields, token, no_report)
+    assert response.status_code == 302
+
+    def no_addendum() -> None:
+        assert db.session.scalar(select(ReportAddendum)) is None
+
+    addendum = {"id": str(study.id), "text": "Correction"}
+    refused_then_accepted(client, "/admin/study/report/addendum/", addendum, token, no_addendum)
+    db.session.expire_all()
+    assert db.session.scalar(select(ReportAddendum)).text == "Correction"

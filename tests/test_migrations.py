@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from pathlib import Path
 
@@ -171,15 +172,26 @@ def _old_rows(conn) -> None:  # noqa: ANN001
 
 # Columns later migrations add that the database derives from others (0012: clinic.name_key).
 DERIVED = ("name_key",)
+# The study's columns before the workflow (migration 0013 adds its own after them).
+OLD_STUDY_COLUMNS = (
+    "id, patient_id, urgency, body_part, description, study_type, ordering_doctor_id, "
+    "study_date, accession_number, created_at, updated_at, version, import_batch_id"
+)
 
 
 def _all_rows(conn) -> dict[str, list[tuple]]:  # noqa: ANN001
-    tables = ("clinic", "doctor_phone", "study", "audit_log", "user_account")
     out = {}
-    for t in tables:
+    for t in ("clinic", "doctor_phone", "audit_log"):
         result = conn.execute(text(f"SELECT * FROM {t} ORDER BY 1"))  # noqa: S608
         keys = [k for k in result.keys() if k not in DERIVED]
         out[t] = [tuple(row._mapping[k] for k in keys) for row in result]
+    out["study"] = [
+        tuple(r)
+        for r in conn.execute(text(f"SELECT {OLD_STUDY_COLUMNS} FROM study ORDER BY id"))  # noqa: S608
+    ]
+    out["user_account"] = [
+        tuple(r) for r in conn.execute(text("SELECT id, email FROM user_account ORDER BY id"))
+    ]
     out["doctor"] = [
         tuple(r)
         for r in conn.execute(
@@ -270,3 +282,131 @@ def test_migration_0014_keeps_every_row_and_gives_every_patient_an_mrn(tmp_path:
                 upgrade()
             finally:
                 db.engine.dispose()
+
+
+# --------------------------------------------------------------------------- 0013: no row lost
+
+
+# The revision before the workflow's (0013 follows the patient chart's 0014b).
+BEFORE_WORKFLOW = "0014b_doctor_profile"
+ROWS = [
+    "INSERT INTO clinic (id, name, city, created_at, updated_at, version) "
+    "VALUES (1, 'Clínica Norte', 'Puebla', :t, :t, 3)",
+    "INSERT INTO doctor (id, first_name, last_name, email, clinic_id, active, "
+    "created_at, updated_at, version) "
+    "VALUES (1, 'Ana', 'Núñez', 'ana@m.example.com', 1, :yes, :t, :t, 1)",
+    "INSERT INTO doctor_phone (id, doctor_id, number, kind, is_primary) "
+    "VALUES (1, 1, '+525512345678', 'MOBILE', :yes)",
+    "INSERT INTO patient (id, mrn, first_name, last_name, birth_date, email, "
+    "referring_doctor_id, clinic_id, created_at, updated_at, version) "
+    "VALUES (1, 'M-1', 'José', 'Peña', '1955-04-10', 'jose@m.example.com', 1, 1, :t, :t, 2)",
+    "INSERT INTO study (id, patient_id, urgency, body_part, description, study_type, "
+    "ordering_doctor_id, study_date, accession_number, created_at, updated_at, version) "
+    "VALUES (1, 1, 'HIGH', 'CHEST', 'NO FINDINGS', 'XRAY', 1, '2026-01-15', 'A-1', :t, :t, 4)",
+    "INSERT INTO study (id, patient_id, urgency, body_part, description, study_type, "
+    "ordering_doctor_id, study_date, accession_number, created_at, updated_at, version) "
+    "VALUES (2, 1, 'LOW', 'KNEE', NULL, 'MRI', NULL, '2025-12-31', NULL, :t, :t, 1)",
+    "INSERT INTO study (id, patient_id, urgency, body_part, description, study_type, "
+    "ordering_doctor_id, study_date, accession_number, created_at, updated_at, version) "
+    "VALUES (3, 1, 'MID', 'HEAD', 'A ''quoted'' note', 'CT', 1, '2024-02-29', 'A-3', :t, :t, 1)",
+    "INSERT INTO user_account (id, email, display_name, password_hash, active, "
+    "session_token, created_at, updated_at, failed_login_count) "
+    "VALUES (1, 'op@m.example.com', 'Op', 'x', :yes, 'tok', :t, :t, 0)",
+    "INSERT INTO user_role (user_id, role_id) SELECT 1, id FROM role WHERE name = 'OPERATOR'",
+]
+
+
+def _rows_by_table(conn) -> dict[str, list[dict]]:
+    from sqlalchemy import MetaData, select
+
+    meta = MetaData()
+    meta.reflect(conn)
+    out = {}
+    for table in meta.sorted_tables:
+        if table.name == "alembic_version":
+            continue
+        order = list(table.primary_key.columns) or list(table.columns)
+        out[table.name] = [dict(r._mapping) for r in conn.execute(select(table).order_by(*order))]
+    return out
+
+
+def test_the_workflow_migration_keeps_every_row(tmp_path: Path):
+    """Migrating a database of the schema before the workflow: every row of every table is
+    kept as it was; studies are PERFORMED with ``performed_at`` from their date; the triggers
+    of migration 0008 still keep the per-patient summary; ids are still never reused."""
+    from datetime import UTC, datetime
+
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import text
+
+    from backoffice.auth.scope import EVERYTHING, using_scope
+    from backoffice.models import Study, StudyStatus
+    from tests.scratch import scratch_database
+
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(scratch_database(tmp_path, "mig13"))
+        app = create_app({"ENV_NAME": "testing", "SQLALCHEMY_DATABASE_URI": url})
+        stack.enter_context(app.app_context())
+        stack.enter_context(using_scope(EVERYTHING))
+        try:
+            upgrade(revision=BEFORE_WORKFLOW)
+            now = datetime(2026, 2, 1, 10, 30, tzinfo=UTC)
+            with db.engine.begin() as conn:
+                yes = True if conn.dialect.name == "postgresql" else 1
+                for sql in ROWS:
+                    conn.execute(text(sql), {"t": now, "yes": yes})
+                if conn.dialect.name == "postgresql":
+                    for table in ("clinic", "doctor", "doctor_phone", "patient", "study"):
+                        sql = f"SELECT setval('{table}_id_seq', (SELECT max(id) FROM {table}))"  # noqa: S608
+                        conn.execute(text(sql))
+                conn.execute(text("DELETE FROM study WHERE id = 3"))  # id 3 must stay unused
+                before = _rows_by_table(conn)
+            upgrade()
+            with db.engine.begin() as conn:
+                after = _rows_by_table(conn)
+            assert set(after) >= set(before)
+            for table, rows in before.items():
+                assert len(after[table]) == len(rows) + (1 if table == "role" else 0), table
+                for old, new in zip(rows, after[table], strict=False):
+                    assert {k: new[k] for k in old} == old, table
+            assert [r["name"] for r in after["role"]][-1] == "DOCTOR"
+            studies = db.session.scalars(select_studies(Study)).all()
+            assert [s.status for s in studies] == [StudyStatus.PERFORMED] * 2
+            assert [s.performed_at for s in studies] == [
+                datetime(2026, 1, 15, 12, 0, tzinfo=UTC),
+                datetime(2025, 12, 31, 12, 0, tzinfo=UTC),
+            ]
+            assert all(s.ordered_at is None and s.reporting_doctor_id is None for s in studies)
+            db.session.rollback()  # the read's transaction holds locks the downgrade needs
+            with db.engine.begin() as conn:
+                # 0008's triggers: a new HIGH study, a study moved to LOW, and the summary says so
+                conn.execute(
+                    text(
+                        "INSERT INTO study (patient_id, urgency, body_part, study_type, "
+                        "study_date, created_at, updated_at, version) "
+                        "VALUES (1, 'LOW', 'HAND', 'XRAY', '2026-03-01', :t, :t, 1)"
+                    ),
+                    {"t": now},
+                )
+                conn.execute(text("UPDATE study SET urgency = 'LOW' WHERE id = 1"))
+                summary = conn.execute(
+                    text("SELECT top_rank, latest_date FROM patient_study_summary")
+                ).one()
+                assert (summary[0], str(summary[1])) == (2, "2026-03-01")
+                new_id = conn.execute(text("SELECT max(id) FROM study")).scalar()
+                assert new_id == 4  # 3 was deleted before the migration: not reused
+                status = conn.execute(text("SELECT status FROM study WHERE id = 4")).scalar()
+                assert status == "PERFORMED"  # a row written without a status
+            downgrade(revision=BEFORE_WORKFLOW)
+            with db.engine.begin() as conn:
+                back = _rows_by_table(conn)
+            assert len(back["study"]) == 3 and len(back["role"]) == 4
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def select_studies(model):
+    from sqlalchemy import select
+
+    return select(model).order_by(model.id)

@@ -514,7 +514,7 @@ def test_every_model_reads_well_as_text():
     assert str(phone) == "+525512345678 (Office)"
     assert str(patient) == "Jose Villalobos (MRN 1)"
     assert str(numbered) == f"Diana Laura Del Toro (MRN {numbered.mrn})"
-    assert str(study) == "XRAY STOMACH 2026-03-01"
+    assert str(study) == "X-ray STOMACH 2026-03-01"  # the type's label, not its code
     assert str(role) == "Operator"
     assert str(user) == "Operator One <op@example.com>"
     assert str(Urgency.MID) == "MID"

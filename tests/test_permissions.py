@@ -1,15 +1,19 @@
-"""The role matrix, enforced on the server for every endpoint, role and HTTP method.
+"""The role matrix, enforced on the server for every endpoint, role and HTTP method, and the
+record scope of the doctor role on every endpoint that names a patient or a study.
 
 ``EXPECTED`` is the whole table. ``test_every_endpoint_is_in_the_matrix`` fails as soon as the app
 grows an endpoint that is not listed here, so a new page cannot ship without a declared rule.
 CSRF stays on: every POST carries a real token taken from a rendered page.
+
+The doctor walks the matrix on records of their own (a study they ordered); the scope walk then
+sends them, endpoint by endpoint, to another doctor's study and patient: 404, nothing changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import select, text
@@ -19,13 +23,15 @@ from backoffice.models import RoleName
 from tests.conftest import csrf_token_from, make_user
 from tests.factories import make_clinic, make_doctor, make_patient, make_study
 
-ADMIN, MANAGER, OPERATOR, SUPPORT = "ADMIN", "MANAGER", "OPERATOR", "SUPPORT"
-EVERYONE = frozenset({ADMIN, MANAGER, OPERATOR, SUPPORT})
+ADMIN, MANAGER, OPERATOR, SUPPORT, DOCTOR = "ADMIN", "MANAGER", "OPERATOR", "SUPPORT", "DOCTOR"
+EVERYONE = frozenset({ADMIN, MANAGER, OPERATOR, SUPPORT, DOCTOR})
 NOBODY: frozenset[str] = frozenset()
 ADMIN_ONLY = frozenset({ADMIN})
 CREATORS = frozenset({ADMIN, OPERATOR})
 EDITORS = frozenset({ADMIN, OPERATOR, SUPPORT})
-EXPORTERS = frozenset({ADMIN, MANAGER})
+EXPORTERS = frozenset({ADMIN, MANAGER, DOCTOR})
+FRONT_DESK = frozenset({ADMIN, OPERATOR})  # the workflow's moves (admins also reopen)
+DOCTORS = frozenset({DOCTOR})
 LOOKUP = CREATORS | EDITORS  # ajax look-ups serve the create and edit forms
 
 # Who may use each (endpoint, method): the issue's permission matrix.
@@ -48,6 +54,18 @@ for _v in RECORD_VIEWS:
             (f"{_v}.history_view", "GET"): EVERYONE,
         }
     )
+# A study's moves and its report.
+EXPECTED.update(
+    {
+        ("study.transition_view", "POST"): FRONT_DESK,
+        ("study.bulk_move_view", "POST"): FRONT_DESK,
+        ("study.report_view", "GET"): EVERYONE,
+        ("study.report_print_view", "GET"): EVERYONE,
+        ("study.report_pdf_view", "GET"): EVERYONE,
+        ("study.report_save_view", "POST"): DOCTORS,
+        ("study.addendum_view", "POST"): DOCTORS,
+    }
+)
 for _m in (
     "index_view",
     "details_view",
@@ -171,27 +189,73 @@ class World:
     audit_entry_id: int
     link_id: int = 0
     other_doctor_id: int = 0
+    #: a study of the same patient, reported (its report signed): the report's pages
+    reported_study_id: int = 0
+    #: another doctor's study and patient, out of the doctor role's reach
+    other_patient_id: int = 0
+    other_study_id: int = 0
+    other_link_id: int = 0
 
 
 @pytest.fixture
 def world() -> World:
+    from backoffice.models import AuditEntry, Report, StudyStatus
+
     clinic = make_clinic("Matrix Clinic", city="Puebla")
     doctor = make_doctor("Marta", "Matrix", clinic=clinic, phones=["55 1111 2222"])
+    # The doctor user of the walk is Dr. Matrix: the study is theirs to see (they ordered it).
     patient = make_patient(
         "Pablo", "Matrix", mrn="MX-1", email="pablo@matrix.example.com", referring_doctor=doctor
     )
+    study = make_study(patient=patient, ordering_doctor=doctor)
+    reported = make_study(
+        patient=patient,
+        ordering_doctor=doctor,
+        reporting_doctor=doctor,
+        status=StudyStatus.PERFORMED,
+        body_part="KNEE",
+    )
+    db.session.add(
+        Report(
+            study=reported,
+            number=1,
+            findings="Normal knee.",
+            impression="Normal.",
+            author_id=doctor.id,
+            signed_at=datetime(2026, 1, 2, 10, 0, tzinfo=UTC),
+            signed_as="Dr. Marta Matrix",
+        )
+    )
+    reported.status = StudyStatus.REPORTED
     other_doctor = make_doctor("Otto", "Matrix", clinic=clinic)
-    study = make_study(patient=patient)
+    other_patient = make_patient(
+        "Olga", "Other", mrn="MX-2", email="olga@matrix.example.com", referring_doctor=other_doctor
+    )
+    other_study = make_study(patient=other_patient, ordering_doctor=other_doctor)
     target = make_user("target@matrix.example.com", RoleName.SUPPORT)
     db.session.commit()
-    from backoffice.models import AuditEntry, CareTeamMember
+    from backoffice.models import CareTeamMember
 
     entry_id = db.session.scalar(select(AuditEntry.id).order_by(AuditEntry.id.desc()).limit(1))
     link_id = db.session.scalar(
         select(CareTeamMember.id).where(CareTeamMember.patient_id == patient.id)
     )
+    other_link_id = db.session.scalar(
+        select(CareTeamMember.id).where(CareTeamMember.patient_id == other_patient.id)
+    )
     return World(
-        clinic.id, doctor.id, patient.id, study.id, target.id, entry_id, link_id, other_doctor.id
+        clinic.id,
+        doctor.id,
+        patient.id,
+        study.id,
+        target.id,
+        entry_id,
+        link_id,
+        other_doctor.id,
+        reported_study_id=reported.id,
+        other_patient_id=other_patient.id,
+        other_study_id=other_study.id,
+        other_link_id=other_link_id,
     )
 
 
@@ -291,8 +355,11 @@ def _edit_data(view: str, w: World) -> dict:
     return data
 
 
-def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | None]:
-    """URL and form data for one endpoint, pointing at records that exist."""
+def build_request(
+    endpoint: str, method: str, w: World, record_id: int | None = None
+) -> tuple[str, dict | None]:
+    """URL and form data for one endpoint, pointing at records that exist (``record_id``: this
+    record of the view instead of the world's)."""
     if endpoint == "admin.index":
         return "/admin/", None
     if endpoint == "patient_studies.index":
@@ -314,7 +381,21 @@ def build_request(endpoint: str, method: str, w: World) -> tuple[str, dict | Non
         }[step]
     view, name = endpoint.split(".")
     base = {"care_team": "/admin/care-team/"}.get(view, f"/admin/{view}/")
-    rid = _record_id(view, w)
+    rid = record_id if record_id is not None else _record_id(view, w)
+    if name == "transition_view":
+        return f"{base}transition/", {"id": str(rid), "transition": "check_in", "version": "1"}
+    if name == "bulk_move_view":
+        return f"{base}bulk/", {"transition": "cancel", "rowid": str(rid), "reason": "Matrix"}
+    if name in ("report_view", "report_print_view", "report_pdf_view"):
+        reported = record_id if record_id is not None else w.reported_study_id
+        page = {"report_view": "", "report_print_view": "print/", "report_pdf_view": "pdf/"}
+        return f"{base}report/{page[name]}?id={reported}", None
+    if name == "report_save_view":
+        data = {"id": str(rid), "study_version": "1", "findings": "F", "impression": "I"}
+        return f"{base}report/save/", data | {"action": "save"}
+    if name == "addendum_view":
+        reported = record_id if record_id is not None else w.reported_study_id
+        return f"{base}report/addendum/", {"id": str(reported), "text": "Matrix addendum"}
     if name == "index_view":
         return base, None
     if name == "details_view":
@@ -358,14 +439,17 @@ def snapshot() -> str:
     return digest.hexdigest()
 
 
-ROLES = ("ADMIN", "MANAGER", "OPERATOR", "SUPPORT", "NO_ROLE", "ANONYMOUS")
+ROLES = ("ADMIN", "MANAGER", "OPERATOR", "SUPPORT", "DOCTOR", "NO_ROLE", "ANONYMOUS")
 CASES = sorted(EXPECTED)
 
 
-def _login(client, role: str) -> None:
+def _login(client, role: str, doctor_id: int | None = None) -> None:
     roles = () if role == "NO_ROLE" else (RoleName(role),)
     email = f"{role.lower()}@matrix.example.com"
-    make_user(email, *roles)
+    user = make_user(email, *roles)
+    if role == "DOCTOR":
+        user.doctor_id = doctor_id
+        db.session.commit()
     page = client.get("/login")
     token = csrf_token_from(page.get_data(as_text=True))
     from tests.conftest import PASSWORD
@@ -392,7 +476,7 @@ def _token(client) -> str:
 def test_role_matrix(client, world, endpoint: str, method: str, role: str):
     allowed = EXPECTED[(endpoint, method)]
     if role != "ANONYMOUS":
-        _login(client, role)
+        _login(client, role, world.doctor_id)
     url, data = build_request(endpoint, method, world)
     db.session.expire_all()
     before = snapshot()
@@ -416,6 +500,9 @@ def test_role_matrix(client, world, endpoint: str, method: str, role: str):
     elif role in allowed:
         assert response.status_code not in (401, 403), response.status_code
         assert not response.headers.get("Location", "").startswith("/login")
+        if role == "DOCTOR" and method == "GET":
+            # The walk's records are the doctor's own: their pages open (not a 404).
+            assert response.status_code != 404, (endpoint, response.status_code)
     else:
         assert response.status_code == 403
         assert "Access denied" in response.get_data(as_text=True)
@@ -474,3 +561,74 @@ def test_delete_by_get_is_refused(client, world):
         ).scalar()
         == 1
     )
+
+
+# --------------------------------------------------------------------------- the record scope
+
+# The views of scoped entities (a patient, a study, a patient's care-team link), and every
+# endpoint of theirs that names a record (by ``id``, ``rowid`` or ``list_form_pk``).
+SCOPED_VIEWS = ("patient", "study", "care_team")
+NAMED_RECORD = sorted(
+    (endpoint, method)
+    for endpoint, method in EXPECTED
+    if endpoint.split(".")[0] in SCOPED_VIEWS
+    and endpoint.split(".")[1] not in ("index_view", "create_view", "ajax_lookup", "export")
+)
+
+
+def test_the_scope_walk_covers_every_record_endpoint(app):
+    """A new endpoint of the patient or study views must be placed: walked, or named here as
+    one that names no record (its lists are checked by tests/test_scope.py)."""
+    unnamed = {"index_view", "create_view", "ajax_lookup", "export"}
+    for endpoint, _method in app_endpoints(app):
+        view, _sep, name = endpoint.partition(".")
+        if view in SCOPED_VIEWS and name not in unnamed and name != "static":
+            assert any(e == endpoint for e, _m in NAMED_RECORD), endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method"), NAMED_RECORD, ids=[f"{e}-{m}" for e, m in NAMED_RECORD]
+)
+def test_a_doctor_gets_404_on_another_doctors_study_and_patient(client, world, endpoint, method):
+    """Through every endpoint that names a record (the other patient's care-team link too),
+    whatever the role allows there: 404, nothing sent of the record, nothing changed."""
+    _login(client, "DOCTOR", world.doctor_id)
+    view = endpoint.split(".")[0]
+    other = {
+        "study": world.other_study_id,
+        "patient": world.other_patient_id,
+        "care_team": world.other_link_id,
+    }[view]
+    assert other
+    url, data = build_request(endpoint, method, world, record_id=other)
+    if (
+        data is not None
+        and "rowid" in data
+        and view == "study"
+        and endpoint.endswith("action_view")
+    ):
+        data["action"] = "check_in"
+    db.session.expire_all()
+    before = snapshot()
+    if method == "POST":
+        response = client.post(url, data={**(data or {}), "csrf_token": _token(client)})
+    else:
+        response = client.get(url)
+    db.session.expire_all()
+    assert response.status_code == 404, (endpoint, response.status_code)
+    page = response.get_data(as_text=True)
+    assert "Olga" not in page and "MX-2" not in page
+    assert snapshot() == before
+
+
+def test_the_same_doors_open_for_the_doctors_own_records(client, world):
+    _login(client, "DOCTOR", world.doctor_id)
+    for url in (
+        f"/admin/study/details/?id={world.study_id}",
+        f"/admin/patient/details/?id={world.patient_id}",
+        f"/admin/study/history/?id={world.study_id}",
+        f"/admin/patient/history/?id={world.patient_id}",
+        f"/admin/study/report/?id={world.reported_study_id}",
+        f"/admin/study/report/pdf/?id={world.reported_study_id}",
+    ):
+        assert client.get(url).status_code == 200, url

@@ -57,7 +57,9 @@ def test_seed_service_is_idempotent():
         "phones": 10,
         "patients": 24,
         "studies": 54,
+        "reports": first.created["reports"],
     }
+    assert first.created["reports"] > 0
     assert {k: after_first[k] for k in ("Clinic", "Doctor", "DoctorPhone", "Patient", "Study")} == {
         "Clinic": 4,
         "Doctor": 6,
@@ -77,7 +79,8 @@ def test_seed_command_twice_adds_nothing_the_second_time(runner):
     first = runner.invoke(args=["seed", "--patients", "15", "--studies", "30"])
     assert first.exit_code == 0, first.output
     assert re.fullmatch(
-        r"Seeded: 4 clinics, 6 doctors, 19 patients, 10 phones, 34 studies\.\n", first.output
+        r"Seeded: 4 clinics, 6 doctors, 19 patients, 10 phones, \d+ reports, 34 studies\.\n",
+        first.output,
     )
     after_first = counts()
     assert after_first["Patient"] == before["Patient"] + 19

@@ -36,6 +36,9 @@ from backoffice.security import csp_nonce
 
 
 def init_admin(app: Flask) -> Admin:
+    from backoffice.admin_views.formatters import status_badge
+
+    app.jinja_env.globals["status_badge"] = status_badge
     # Flask-Admin's "Record was successfully saved." becomes "Saved <the record>." (record_flow).
     message_flashed.connect(reword_admin_message, app)
     admin = Admin(

@@ -284,13 +284,16 @@ class SecuredModelView(SecuredViewMixin, RecordFlowMixin, ExportMixin, ModelView
     def get_one(self, id: Any) -> Any:
         """Load one record; opening a patient's or study's page is recorded in the audit trail.
 
-        An id that cannot be a key (``abc``, 21 digits) is a record that does not exist.
+        An id that cannot be a key (``abc``, 21 digits), a record that does not exist, or one
+        that the user's record scope does not reach (backoffice/auth/scope.py) answers 404 on
+        every page that opens one (details, edit, delete, inline update): they cannot be told
+        apart.
         """
         key = parse_record_id(self.model, id)
-        if key is None:
-            return None
-        obj = super().get_one(str(key))
-        if obj is not None and self.audit_reads and request.method == "GET":
+        obj = super().get_one(str(key)) if key is not None else None
+        if obj is None:
+            abort(404)
+        if self.audit_reads and request.method == "GET":
             from backoffice.services.audit import record_event
 
             page = (
@@ -300,7 +303,7 @@ class SecuredModelView(SecuredViewMixin, RecordFlowMixin, ExportMixin, ModelView
             )
             record_event("VIEW", self._entity_name(), obj.id, details={"page": page})
             db.session.commit()
-        if obj is not None and hasattr(obj, "version") and "_version_at_load" not in vars(obj):
+        if hasattr(obj, "version") and "_version_at_load" not in vars(obj):
             # what the edit form's opened version is compared with, even after an earlier flush
             # in the same save (a doctor's removed phones) has bumped the version
             obj._version_at_load = obj.version
@@ -379,12 +382,14 @@ class SecuredModelView(SecuredViewMixin, RecordFlowMixin, ExportMixin, ModelView
     # -- history ---------------------------------------------------------------------------
     @expose("/history/")
     def history_view(self) -> Any:
+        from backoffice.auth.scope import current_scope
         from backoffice.services.audit import history, iter_entries
 
         key = parse_record_id(self.model, request.args.get("id", ""))
-        if key is None:
+        obj = super().get_one(str(key)) if key is not None else None
+        # A deleted record's history stays readable, for those who reach every record.
+        if key is None or (obj is None and current_scope().restricted):
             abort(404)
-        obj = super().get_one(str(key))
         include_reads = can(Perm.AUDIT)
         entries = history(self._entity_name(), key, include_reads=include_reads)
         return self.render(
@@ -394,6 +399,28 @@ class SecuredModelView(SecuredViewMixin, RecordFlowMixin, ExportMixin, ModelView
             entries=list(iter_entries(entries)),
             include_reads=include_reads,
         )
+
+    def _handle_view(self, name: str, **kwargs: Any) -> Any:
+        if current_user.is_authenticated and current_user.is_active and current_user.roles:
+            self._refuse_records_out_of_scope()
+        return super()._handle_view(name, **kwargs)
+
+    def _refuse_records_out_of_scope(self) -> None:
+        """A request naming a record the user's scope does not reach answers 404, whatever the
+        endpoint and before the role is checked: the record is, for this user, not there."""
+        from backoffice.auth.scope import SCOPED, current_scope, is_visible
+
+        if self.model not in SCOPED or current_scope().everything:
+            return
+        named = [
+            *request.args.getlist("id"),
+            *request.form.getlist("id"),
+            *request.form.getlist("rowid"),
+            *request.form.getlist("list_form_pk"),
+        ]
+        for raw in named:
+            if str(raw).isdigit() and not is_visible(self.model, raw):
+                abort(404)
 
     def is_action_allowed(self, name: str) -> bool:
         return can(self.action_permissions.get(name)) and super().is_action_allowed(name)

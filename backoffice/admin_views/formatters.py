@@ -7,9 +7,19 @@ from typing import Any
 from flask import url_for
 from markupsafe import Markup, escape
 
-from backoffice.models import Urgency
+from backoffice.models import StudyStatus, Urgency
 
 URGENCY_BADGE = {"HIGH": "danger", "MID": "warning", "LOW": "secondary"}
+STATUS_BADGE = {
+    "ORDERED": "light",
+    "SCHEDULED": "info",
+    "ARRIVED": "primary",
+    "IN_PROGRESS": "warning",
+    "PERFORMED": "secondary",
+    "REPORTED": "success",
+    "CANCELLED": "dark",
+    "NO_SHOW": "danger",
+}
 
 
 def record_link(endpoint: str, obj: Any, text: object | None = None) -> Markup:
@@ -40,6 +50,20 @@ def urgency_badge(value: Urgency | str | None) -> Markup:
 
 def urgency_formatter(view: Any, context: Any, model: Any, name: str) -> Markup:
     return urgency_badge(getattr(model, name))
+
+
+def status_badge(value: StudyStatus | str | None) -> Markup:
+    """A study's status as a badge with its label ("Checked in"), never its code."""
+    if value is None:
+        return Markup("")
+    status = StudyStatus.parse(value)
+    return Markup('<span class="badge badge-{} study-status status-{}">{}</span>').format(
+        STATUS_BADGE[status.value], status.value.lower().replace("_", "-"), status.label
+    )
+
+
+def status_formatter(view: Any, context: Any, model: Any, name: str) -> Markup:
+    return status_badge(getattr(model, name))
 
 
 def bullet_list(items: list[Markup | str]) -> Markup:

@@ -9,10 +9,10 @@ from flask_admin import expose
 from markupsafe import Markup, escape
 
 from backoffice.admin_views.base import SecuredBaseView
-from backoffice.admin_views.formatters import urgency_badge
+from backoffice.admin_views.formatters import status_badge, urgency_badge
 from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
-from backoffice.models import StudyType, Urgency
+from backoffice.models import StudyStatus, StudyType, Urgency
 from backoffice.services.export import FORMATS, export_response
 from backoffice.services.listing import (
     PAGE_SIZES,
@@ -56,6 +56,7 @@ class PatientStudiesView(SecuredBaseView):
             q=query,
             clinic_options=_options(clinics, query.clinic_id),
             doctor_options=_options(doctors, query.doctor_id),
+            statuses=StudyStatus.choices(),
             urgencies=Urgency.choices(),
             study_types=StudyType.choices(),
             page_sizes=PAGE_SIZES,
@@ -71,6 +72,7 @@ class PatientStudiesView(SecuredBaseView):
                 "study_edit": url_for("study.edit_view", url=request.full_path) + "&id=",
             },
             urgency_badge=urgency_badge,
+            status_badge=status_badge,
         )
 
     @expose("/export/<export_type>/")

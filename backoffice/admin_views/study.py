@@ -1,9 +1,12 @@
-"""Admin view of imaging studies."""
+"""Admin view of imaging studies: the record, its moves (``workflow.py``) and its report
+(``report.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from flask import flash, redirect, request
+from flask_admin import expose
 from flask_admin.babel import lazy_gettext
 from flask_admin.contrib.sqla.filters import (
     BaseSQLAFilter,
@@ -15,12 +18,25 @@ from sqlalchemy import or_, select, union_all
 from sqlalchemy.orm import aliased
 from wtforms.validators import DataRequired
 
-from backoffice.admin_views.base import SecuredModelView
+from backoffice.admin_views.base import MODEL_ENDPOINT_PERMISSIONS, SecuredModelView
 from backoffice.admin_views.fields import rule_validator
-from backoffice.admin_views.formatters import relation_link, urgency_formatter
-from backoffice.i18n import _l
-from backoffice.models import Clinic, Doctor, Patient, Study, StudyType, Urgency
-from backoffice.validation import blank_to_none, check_study_date, normalize_body_part
+from backoffice.admin_views.formatters import relation_link, status_formatter, urgency_formatter
+from backoffice.admin_views.report import REPORT_ENDPOINTS, StudyReportMixin
+from backoffice.admin_views.workflow import WORKFLOW_ENDPOINTS, StudyWorkflowMixin
+from backoffice.auth.permissions import Perm, can
+from backoffice.extensions import db
+from backoffice.i18n import _, _l
+from backoffice.models import (
+    Clinic,
+    Doctor,
+    Patient,
+    Study,
+    StudyStatus,
+    StudyType,
+    Urgency,
+)
+from backoffice.services.workflow import order_study
+from backoffice.validation import RuleError, blank_to_none, check_study_date, normalize_body_part
 
 
 class PatientClinicFilter(BaseSQLAFilter):
@@ -52,6 +68,7 @@ class ClinicOptions:
 
 
 # Module-level so the dashboard can link its charts to these exact filters.
+STATUS_FILTER = EnumEqualFilter(Study.status, _l("Status"), options=StudyStatus.choices)
 URGENCY_FILTER = EnumEqualFilter(Study.urgency, _l("Urgency"), options=Urgency.choices)
 TYPE_FILTER = EnumEqualFilter(Study.study_type, _l("Type"), options=StudyType.choices)
 DATE_FILTER = DateBetweenFilter(Study.study_date, _l("Study date"))
@@ -62,13 +79,25 @@ STUDY_FILTERS = (
     FilterLike(Study.body_part, _l("Body part")),
     DATE_FILTER,
     CLINIC_FILTER,
+    # Last: a filter's place is its number in the list's URLs (flt0_0 is the urgency), and
+    # links people keep must not change meaning.
+    STATUS_FILTER,
 )
 
 
-class StudyView(SecuredModelView):
+class StudyView(StudyWorkflowMixin, StudyReportMixin, SecuredModelView):
     audit_reads = True  # opening a record is recorded: who looked at this patient
+    endpoint_permissions = {
+        **MODEL_ENDPOINT_PERMISSIONS,
+        "create_view": Perm.ORDER,  # creating a study is ordering it
+        **WORKFLOW_ENDPOINTS,
+        **REPORT_ENDPOINTS,
+    }
+    details_template = "admin/study/details.html"
+    list_template = "admin/study/list.html"
     column_list = (
         "study_date",
+        "status",
         "urgency",
         "study_type",
         "body_part",
@@ -78,19 +107,23 @@ class StudyView(SecuredModelView):
     )
     column_details_list = (
         "patient",
+        "status",
         "study_date",
         "urgency",
         "study_type",
         "body_part",
         "description",
         "ordering_doctor",
+        "reporting_doctor",
         "accession_number",
+        "scheduled_for",
         "created_at",
         "updated_at",
     )
     column_default_sort = [("study_date", True), ("id", True)]
     column_sortable_list = (
         "study_date",
+        "status",
         "urgency",
         "study_type",
         "body_part",
@@ -154,6 +187,10 @@ class StudyView(SecuredModelView):
     column_select_related_list = (Study.patient, Study.ordering_doctor)
     column_labels = {
         "study_date": _l("Date"),
+        "status": _l("Status"),
+        "reporting_doctor": _l("Reporting doctor"),
+        "scheduled_for": _l("Appointment"),
+        "cancel_reason": _l("Cancellation reason"),
         "urgency": _l("Urgency"),
         "study_type": _l("Type"),
         "body_part": _l("Body part"),
@@ -168,11 +205,14 @@ class StudyView(SecuredModelView):
         "mrn": _l("Patient MRN"),
     }
     column_formatters = {
+        "status": status_formatter,
         "urgency": urgency_formatter,
         "patient": relation_link("patient", "patient"),
         "ordering_doctor": relation_link("doctor", "ordering_doctor"),
+        "reporting_doctor": relation_link("doctor", "reporting_doctor"),
     }
     column_formatters_detail = column_formatters
+    # The status is never a form field: it changes by the study's moves only.
     form_columns = (
         "patient",
         "study_date",
@@ -181,6 +221,7 @@ class StudyView(SecuredModelView):
         "body_part",
         "description",
         "ordering_doctor",
+        "reporting_doctor",
         "accession_number",
     )
     form_args = {
@@ -191,6 +232,9 @@ class StudyView(SecuredModelView):
         },
         "accession_number": {"filters": [blank_to_none]},
         "study_date": {"validators": [rule_validator(check_study_date)]},
+        "reporting_doctor": {
+            "description": _l("The doctor who writes and signs the report of this study")
+        },
     }
     # The bulk upload's column names (``patient_id`` is the patient's MRN there), so that an
     # exported file can be uploaded again and change nothing.
@@ -203,6 +247,7 @@ class StudyView(SecuredModelView):
         ("description", Study.description),
         ("ordering_doctor", (Study.ordering_doctor, Doctor.email)),
         ("accession_number", Study.accession_number),
+        ("status", Study.status),
     )
     export_file_stem = "studies"
     form_ajax_refs = {
@@ -211,10 +256,54 @@ class StudyView(SecuredModelView):
             "prefix": ("mrn", "email"),
             "order_by": "last_name",
             "page_size": 20,
+            "placeholder": _l("Type the patient's name, MRN or email"),
         },
         "ordering_doctor": {
             "fields": ("last_name", "first_name", "email"),
             "order_by": "last_name",
             "page_size": 20,
+            "placeholder": _l("Type the doctor's name or email"),
+        },
+        "reporting_doctor": {
+            "fields": ("last_name", "first_name", "email"),
+            "order_by": "last_name",
+            "page_size": 20,
+            "placeholder": _l("Type the doctor's name or email"),
         },
     }
+
+    # -- who may choose the reporting doctor: a field the form does not have is never written
+    def create_form(self, obj: Any = None) -> Any:
+        return self._without_reporter_unless_allowed(super().create_form(obj))
+
+    def edit_form(self, obj: Any = None) -> Any:
+        return self._without_reporter_unless_allowed(super().edit_form(obj))
+
+    def _without_reporter_unless_allowed(self, form: Any) -> Any:
+        if not can(Perm.ASSIGN_REPORTER) and "reporting_doctor" in form:
+            del form["reporting_doctor"]
+        return form
+
+    # -- a reported study is the signed record: not edited through any form -----------------
+    @expose("/edit/", methods=("GET", "POST"))
+    def edit_view(self) -> Any:
+        raw_id = request.args.get("id", "")
+        study = db.session.get(Study, int(raw_id)) if raw_id.isdigit() else None
+        if study is not None and study.status == StudyStatus.REPORTED:
+            flash(self.reported_message(), "error")
+            return redirect(self.get_url(".details_view", id=study.id))
+        return super().edit_view()
+
+    @staticmethod
+    def reported_message() -> str:
+        return _(
+            "This study is reported: what its signed report describes cannot change. An "
+            "administrator can reopen it; corrections to the report are addenda."
+        )
+
+    def on_model_change(self, form: Any, model: Study, is_created: bool) -> None:
+        super().on_model_change(form, model, is_created)
+        if is_created:
+            order_study(model)
+        elif model.status == StudyStatus.REPORTED:
+            raise RuleError(self.reported_message())

@@ -15,6 +15,7 @@ from wtforms.validators import Optional, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from backoffice.admin_views.base import SecuredModelView
+from backoffice.admin_views.formatters import relation_link
 from backoffice.auth.permissions import Perm, can
 from backoffice.extensions import db
 from backoffice.i18n import _, _l, ngettext
@@ -22,6 +23,7 @@ from backoffice.models import RoleName, User
 from backoffice.services.users import (
     UserError,
     check_admin_remains,
+    check_doctor_link,
     set_active,
     set_password,
     validate_new_password,
@@ -58,11 +60,20 @@ class UserView(SecuredModelView):
     action_permissions = {"deactivate": MANAGE, "reactivate": MANAGE}
     menu_permission = MANAGE
 
-    column_list = ("email", "display_name", "roles", "active", "last_login_at", "created_at")
+    column_list = (
+        "email",
+        "display_name",
+        "roles",
+        "doctor",
+        "active",
+        "last_login_at",
+        "created_at",
+    )
     column_details_list = (
         "email",
         "display_name",
         "roles",
+        "doctor",
         "active",
         "locale",
         "last_login_at",
@@ -77,6 +88,7 @@ class UserView(SecuredModelView):
         "email": _l("Email"),
         "display_name": _l("Name"),
         "roles": _l("Roles"),
+        "doctor": _l("Doctor record"),
         "active": _l("Active"),
         "locale": _l("Language"),
         "last_login_at": _l("Last login"),
@@ -85,9 +97,9 @@ class UserView(SecuredModelView):
         "updated_at": _l("Updated"),
         "new_password": _l("New password"),
     }
-    column_formatters = {"roles": _roles}
-    column_formatters_detail = {"roles": _roles}
-    form_columns = ("email", "display_name", "roles", "active", "new_password")
+    column_formatters = {"roles": _roles, "doctor": relation_link("doctor", "doctor")}
+    column_formatters_detail = column_formatters
+    form_columns = ("email", "display_name", "roles", "doctor", "active", "new_password")
     form_extra_fields = {
         "new_password": PasswordField(
             _l("New password"),
@@ -101,6 +113,20 @@ class UserView(SecuredModelView):
     form_args = {
         "email": {"filters": [normalize_email]},
         "roles": {"widget": ListWidget(prefix_label=False), "option_widget": CheckboxInput()},
+        "doctor": {
+            "description": _l(
+                "For a user of the doctor role: the doctor they are. They see the studies that "
+                "doctor ordered or is to report, and those studies' patients."
+            )
+        },
+    }
+    form_ajax_refs = {
+        "doctor": {
+            "fields": ("last_name", "first_name", "email"),
+            "order_by": "last_name",
+            "page_size": 20,
+            "placeholder": _l("Type the doctor's name or email"),
+        }
     }
     form_widget_args = {"new_password": {"autocomplete": "new-password"}}
 
@@ -122,6 +148,7 @@ class UserView(SecuredModelView):
         check_admin_remains(
             model, will_be_active=bool(model.active), will_be_admin=model.has_role(RoleName.ADMIN)
         )
+        check_doctor_link(model, model.doctor.id if model.doctor is not None else None)
         # populate_obj copied the typed password onto the model as a plain attribute: drop it.
         vars(model).pop("new_password", None)
         if form.new_password.data:

@@ -8,11 +8,20 @@ from backoffice.models.doctor import Doctor, DoctorPhone, DoctorSpecialty, Phone
 from backoffice.models.integrity import DeletionRefused, register_integrity_guards
 from backoffice.models.patient import AdministrativeSex, Patient, PatientPhone
 from backoffice.models.record_counter import RecordCounter
-from backoffice.models.study import Study, StudyType, Urgency
+from backoffice.models.report import Report, ReportAddendum
+from backoffice.models.study import (
+    CLINICAL_COLUMNS,
+    Study,
+    StudyEvent,
+    StudyStatus,
+    StudyType,
+    Urgency,
+)
 from backoffice.models.study_summary import PatientStudySummary
 from backoffice.models.user import Role, RoleName, User
 
 __all__ = [
+    "CLINICAL_COLUMNS",
     "AdministrativeSex",
     "AuditEntry",
     "AuditHead",
@@ -32,10 +41,14 @@ __all__ = [
     "PatientStudySummary",
     "PhoneKind",
     "RecordCounter",
+    "Report",
+    "ReportAddendum",
     "Role",
     "RoleName",
     "Specialty",
     "Study",
+    "StudyEvent",
+    "StudyStatus",
     "StudyType",
     "Urgency",
     "User",
@@ -56,5 +69,7 @@ for _model in (
     Study,
     User,
     ImportBatch,
+    Report,
+    ReportAddendum,
 ):
     _model.__table__.dialect_options["sqlite"]["autoincrement"] = True

@@ -26,7 +26,9 @@ def deletion_blockers(session: Session, obj: object) -> str | None:
     from backoffice.models.clinic import Clinic
     from backoffice.models.doctor import Doctor
     from backoffice.models.patient import Patient
+    from backoffice.models.report import Report
     from backoffice.models.study import Study
+    from backoffice.models.user import User
 
     with session.no_autoflush:
         if isinstance(obj, Clinic):
@@ -52,9 +54,19 @@ def deletion_blockers(session: Session, obj: object) -> str | None:
                     "Delete the studies first.",
                     what=ngettext("%(num)d study", "%(num)d studies", studies),
                 )
+        elif isinstance(obj, Study):
+            reports = _count(session, Report.study_id, obj.id)
+            if reports:
+                return _(
+                    "This study cannot be deleted: it has a report, which is part of the "
+                    "patient's medical record."
+                )
         elif isinstance(obj, Doctor):
             referred = _count(session, Patient.referring_doctor_id, obj.id)
             ordered = _count(session, Study.ordering_doctor_id, obj.id)
+            reporting = _count(session, Study.reporting_doctor_id, obj.id)
+            written = _count(session, Report.author_id, obj.id)
+            users = _count(session, User.doctor_id, obj.id)
             teams = _count(session, CareTeamMember.doctor_id, obj.id)
             parts = []
             if referred:
@@ -63,6 +75,14 @@ def deletion_blockers(session: Session, obj: object) -> str | None:
                 )
             if ordered:
                 parts.append(ngettext("%(num)d ordered study", "%(num)d ordered studies", ordered))
+            if reporting:
+                parts.append(
+                    ngettext("%(num)d study to report", "%(num)d studies to report", reporting)
+                )
+            if written:
+                parts.append(ngettext("%(num)d report", "%(num)d reports", written))
+            if users:
+                parts.append(ngettext("%(num)d user login", "%(num)d user logins", users))
             if teams and not referred:
                 parts.append(
                     ngettext("%(num)d patient's care team", "%(num)d patients' care teams", teams)

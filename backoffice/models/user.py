@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from flask_login import UserMixin
 from sqlalchemy import Boolean, Column, ForeignKey, String, Table
@@ -14,12 +15,16 @@ from backoffice.i18n import _l
 from backoffice.models.base import LabeledEnum, TimestampMixin, UTCDateTime, enum_column
 from backoffice.validation import normalize_email
 
+if TYPE_CHECKING:
+    from backoffice.models.doctor import Doctor
+
 
 class RoleName(LabeledEnum):
     ADMIN = "ADMIN"
     MANAGER = "MANAGER"
     OPERATOR = "OPERATOR"
     SUPPORT = "SUPPORT"
+    DOCTOR = "DOCTOR"
 
     @classmethod
     def labels(cls) -> dict:
@@ -28,6 +33,7 @@ class RoleName(LabeledEnum):
             cls.MANAGER: _l("Manager"),
             cls.OPERATOR: _l("Operator"),
             cls.SUPPORT: _l("Support"),
+            cls.DOCTOR: _l("Doctor"),
         }
 
 
@@ -40,7 +46,7 @@ user_roles = Table(
 
 
 class Role(db.Model):
-    """One of the four roles; rows are created by the migration that creates the table."""
+    """One of the roles; rows are created by the migrations (0001, and 0013 for DOCTOR)."""
 
     __tablename__ = "role"
 
@@ -80,8 +86,14 @@ class User(UserMixin, TimestampMixin, db.Model):
     failed_login_window_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     locale: Mapped[str | None] = mapped_column(String(8))
+    # The Doctor record a user of the doctor role is (one login per doctor): what they may
+    # see follows from it (backoffice/auth/scope.py).
+    doctor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("doctor.id", ondelete="RESTRICT"), unique=True
+    )
 
     roles: Mapped[list[Role]] = relationship(secondary=user_roles, lazy="selectin")
+    doctor: Mapped[Doctor | None] = relationship()
 
     @validates("email")
     def _validate_email(self, key: str, value: str | None) -> str | None:

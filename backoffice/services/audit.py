@@ -48,6 +48,8 @@ from backoffice.models import (
     DoctorPhone,
     Patient,
     PatientPhone,
+    Report,
+    ReportAddendum,
     Study,
     User,
     utcnow,
@@ -65,6 +67,8 @@ AUDITED: dict[type, str] = {
     CareTeamMember: "care_team_member",
     Study: "study",
     User: "user",
+    Report: "report",
+    ReportAddendum: "report_addendum",
 }
 # Records edited as part of another (inline rows): (owner entity, owner relationship). Their
 # entries name the owner as parent and carry the owner's version; a change to them is a change
@@ -105,7 +109,7 @@ SILENT_UPDATES = {
 
 ENTITY_MODELS: dict[str, type] = {v: k for k, v in AUDITED.items()}
 # Records that carry a version number (the edit forms' conflict check).
-VERSIONED = (Clinic, Doctor, Patient, Study, CareTeamMember)
+VERSIONED = (Clinic, Doctor, Patient, Study, CareTeamMember, Report)
 
 
 # --------------------------------------------------------------------------- who is acting
@@ -259,6 +263,13 @@ def _owner_id(obj: Any) -> Any:
 
 
 def _parent(obj: Any) -> tuple[str | None, str | None]:
+    # A report and its addenda are part of the study's record: its history shows them (their
+    # entries carry the report's own version, not the study's).
+    if isinstance(obj, Report):
+        return "study", None if obj.study_id is None else str(obj.study_id)
+    if isinstance(obj, ReportAddendum):
+        report = obj.report
+        return "study", None if report is None else str(report.study_id)
     if type(obj) in CHILDREN:
         owner_id = _owner_id(obj)
         return CHILDREN[type(obj)][0], None if owner_id is None else str(owner_id)
@@ -679,11 +690,16 @@ def entries_since_version(entity: str, entity_id: Any, version: int) -> list[Aud
             (
                 (AuditEntry.entity == entity)
                 & (AuditEntry.entity_id == key)
-                & AuditEntry.action.in_(("UPDATE", "REVERT", "RESTORE", "IMPORT_UPDATE"))
+                & AuditEntry.action.in_(
+                    ("UPDATE", "TRANSITION", "REVERT", "RESTORE", "IMPORT_UPDATE")
+                )
             )
             | (
+                # children whose entries carry the owner's version (``CHILDREN``: phones, care
+                # team links; a study's report has a version of its own)
                 (AuditEntry.parent_entity == entity)
                 & (AuditEntry.parent_id == key)
+                & AuditEntry.entity.in_([AUDITED[model] for model in CHILDREN])
                 & AuditEntry.action.in_(("CREATE", "UPDATE", "DELETE", "REVERT", "RESTORE"))
             )
         )

@@ -38,8 +38,12 @@ class WeekBar:
 
 
 def table_total(model: type) -> Total:
-    """Exact row count, or PostgreSQL's estimate when the table is large."""
-    if db.session.get_bind().dialect.name == "postgresql":
+    """Exact row count, or PostgreSQL's estimate when the table is large (the estimate counts
+    every row: a user whose record scope reaches only some gets the exact, scoped count)."""
+    from backoffice.auth.scope import SCOPED, current_scope
+
+    estimable = model not in SCOPED or current_scope().everything
+    if estimable and db.session.get_bind().dialect.name == "postgresql":
         estimate = db.session.execute(
             text("SELECT reltuples::bigint FROM pg_class WHERE oid = CAST(:t AS regclass)"),
             {"t": model.__tablename__},

@@ -801,6 +801,7 @@ def export_response(request: ExportRequest, fmt: str) -> Response:
     """A streamed download of ``request`` as ``fmt`` (csv or xlsx)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
+    from backoffice.auth.scope import scoped_statement
     from backoffice.services.audit import current_actor
 
     request.bind = db.engine
@@ -808,12 +809,15 @@ def export_response(request: ExportRequest, fmt: str) -> Response:
     request.time_limit = float(current_app.config.get("EXPORT_STATEMENT_TIMEOUT_SECONDS", 0))
     dialect = request.bind.dialect.name
     # The SELECT is built here, while the request is alive; the generator only runs it.
+    # The rows are read on a connection of the export's own, which no session event sees: the
+    # statement carries the user's record scope itself (backoffice/auth/scope.py).
     if fmt == "csv":
         copy = uses_copy(request.bind)
-        statement = request.select_for([c.for_csv(dialect, copy) for c in request.columns])
+        columns = [c.for_csv(dialect, copy) for c in request.columns]
+        statement = scoped_statement(request.select_for(columns))
         body = stream_csv(request, statement)
     else:
-        statement = request.select_for([c.for_xlsx() for c in request.columns])
+        statement = scoped_statement(request.select_for([c.for_xlsx() for c in request.columns]))
         body = stream_xlsx(request, statement)
     record_export_intent(request, fmt)  # before the first byte: no export goes unaudited
     name = file_name(request.file_stem, fmt)

@@ -34,6 +34,7 @@ from backoffice.models import (
     Patient,
     PatientStudySummary,
     Study,
+    StudyStatus,
     StudyType,
     Urgency,
 )
@@ -145,7 +146,15 @@ def estimated_rows(table_name: str) -> int | None:
 
 
 def table_total(table_name: str, exact: Any) -> ListCount:
-    """The total of an unfiltered list: the estimate for a large table, else ``exact()``."""
+    """The total of an unfiltered list: the estimate for a large table, else ``exact()``.
+
+    The estimate counts every row of the table: a user whose record scope reaches only some
+    (backoffice/auth/scope.py) gets ``exact()``, which goes through the scope.
+    """
+    from backoffice.auth.scope import current_scope
+
+    if current_scope().restricted:
+        return ListCount(exact())
     estimate = estimated_rows(table_name)
     if estimate is not None and estimate >= ESTIMATE_FROM:
         return ListCount(estimate, estimated=True)
@@ -189,6 +198,7 @@ class ListingQuery:
     """Everything that decides which patients and studies the listing shows, from the URL."""
 
     search: str = ""
+    status: str | None = None
     urgency: str | None = None
     study_type: str | None = None
     body_part: str | None = None
@@ -248,6 +258,7 @@ class ListingQuery:
         return cls(
             search=searched.text,
             search_cut=searched.cut,
+            status=code("status", StudyStatus.codes()),
             urgency=code("urgency", Urgency.codes()),
             study_type=code("type", StudyType.codes()),
             body_part=body_part,
@@ -268,6 +279,7 @@ class ListingQuery:
         state = replace(self, **changes) if changes else self
         out = {
             "search": state.search,
+            "status": state.status,
             "urgency": state.urgency,
             "type": state.study_type,
             "body_part": state.body_part,
@@ -290,7 +302,12 @@ class ListingQuery:
     @property
     def has_study_filters(self) -> bool:
         return bool(
-            self.urgency or self.study_type or self.body_part or self.date_from or self.date_to
+            self.status
+            or self.urgency
+            or self.study_type
+            or self.body_part
+            or self.date_from
+            or self.date_to
         )
 
     @property
@@ -332,6 +349,8 @@ def urgency_rank(column: ColumnElement) -> ColumnElement:
 
 def _study_conditions(q: ListingQuery, study: Any) -> list[ColumnElement]:
     conditions: list[ColumnElement] = []
+    if q.status:
+        conditions.append(study.status == q.status)
     if q.urgency:
         conditions.append(study.urgency == q.urgency)
     if q.study_type:
@@ -365,17 +384,34 @@ def _patient_conditions(q: ListingQuery, study_presence: bool = True) -> list[Co
         s = aliased(Study)
         conditions.append(exists().where(s.patient_id == Patient.id, *_study_conditions(q, s)))
     # Whatever the study filters, "with a HIGH study" and "without studies" look at all the
-    # patient's studies: the summary says it in one row (a rank of 0; no row).
+    # patient's studies: the summary says it in one row (a rank of 0; no row). It holds every
+    # study of the patient: for a user who reaches only some, the studies themselves are read.
+    whole = summary_is_in_scope()
     if q.only_high and study_presence:
-        conditions.append(
-            exists().where(
+        if whole:
+            high = exists().where(
                 PatientStudySummary.patient_id == Patient.id,
                 PatientStudySummary.top_rank == Urgency.HIGH.rank,
             )
-        )
+        else:
+            s = aliased(Study)
+            high = exists().where(s.patient_id == Patient.id, s.urgency == Urgency.HIGH)
+        conditions.append(high)
     if q.without_studies and study_presence:
-        conditions.append(~exists().where(PatientStudySummary.patient_id == Patient.id))
+        if whole:
+            conditions.append(~exists().where(PatientStudySummary.patient_id == Patient.id))
+        else:
+            s = aliased(Study)
+            conditions.append(~exists().where(s.patient_id == Patient.id))
     return conditions
+
+
+def summary_is_in_scope() -> bool:
+    """Whether the per-patient study summary may be read: it is made of every study of each
+    patient, so only for users whose record scope reaches every study."""
+    from backoffice.auth.scope import current_scope
+
+    return current_scope().everything
 
 
 SUMMARY = PatientStudySummary.__table__
@@ -421,6 +457,9 @@ def _patient_order(q: ListingQuery) -> PatientOrder:
         return _shown_studies_order(q)
     if q.without_studies:
         return PatientOrder(BY_NAME)  # no key to compare: the name decides
+    if not summary_is_in_scope():
+        # The keys of the studies the user reaches, per patient (the summary has them all).
+        return _shown_studies_order(q, grouped=False)
     # Every study counts: the keys are kept per patient by the database (migration 0008), read
     # in order from an index instead of computed for every patient (seconds at a million).
     latest_date = (PatientStudySummary.latest_date, True)
@@ -599,6 +638,7 @@ def _study_order(study: Any) -> list[ColumnElement]:
 @dataclass
 class ListedStudy:
     id: int
+    status: StudyStatus
     urgency: Urgency
     study_type: StudyType
     body_part: str
@@ -773,6 +813,7 @@ def _attach_studies(q: ListingQuery, patients: list[ListedPatient]) -> None:
         select(
             Study.patient_id,
             Study.id,
+            Study.status,
             Study.urgency,
             Study.study_type,
             Study.body_part,
@@ -790,13 +831,14 @@ def _attach_studies(q: ListingQuery, patients: list[ListedPatient]) -> None:
         by_id[r[0]].studies.append(
             ListedStudy(
                 id=r[1],
-                urgency=r[2],
-                study_type=r[3],
-                body_part=r[4],
-                description=r[5],
-                study_date=r[6],
-                ordering_doctor_id=r[7],
-                ordering_doctor=_doctor_name(r[8], r[9]),
+                status=r[2],
+                urgency=r[3],
+                study_type=r[4],
+                body_part=r[5],
+                description=r[6],
+                study_date=r[7],
+                ordering_doctor_id=r[8],
+                ordering_doctor=_doctor_name(r[9], r[10]),
             )
         )
 
@@ -860,6 +902,7 @@ def listing_export(q: ListingQuery, dialect: str) -> ExportRequest:
             func.nullif(func.trim(ordering.first_name + " " + ordering.last_name), ""),
         ),
         ExportColumn("accession_number", study.accession_number),
+        ExportColumn("status", study.status),
     ]
     conditions = _patient_conditions(q)
     study_on = and_(study.patient_id == Patient.id, *_study_conditions(q, study))

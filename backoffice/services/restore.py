@@ -47,10 +47,11 @@ def _column_value(model: type, key: str, value: Any) -> Any:
     column = inspect(model).columns.get(key)
     if column is None:
         return value
-    if isinstance(column.type, Date) and isinstance(value, str):
-        return date.fromisoformat(value)
-    if isinstance(column.type, DateTime) and isinstance(value, str):
+    sql_type = getattr(column.type, "impl", column.type)  # UTCDateTime is a TypeDecorator
+    if isinstance(sql_type, DateTime) and isinstance(value, str):
         return datetime.fromisoformat(value)
+    if isinstance(sql_type, Date) and isinstance(value, str):
+        return date.fromisoformat(value)
     return value
 
 
@@ -161,6 +162,39 @@ def restore_deleted(entry_id: int) -> Any:
     return obj
 
 
+# A study's life moves by its steps (backoffice/services/workflow), each checked and recorded:
+# an update that changed one of these is not undone by writing the old values back.
+WORKFLOW_FIELDS = frozenset(
+    {
+        "status",
+        "ordered_at",
+        "scheduled_for",
+        "arrived_at",
+        "started_at",
+        "performed_at",
+        "reported_at",
+        "cancelled_at",
+        "cancel_reason",
+        "no_show_at",
+    }
+)
+
+
+def _refuse_workflow_revert(obj: Any, changes: dict[str, Any]) -> None:
+    from backoffice.models import Report, Study, StudyStatus
+
+    if isinstance(obj, Study) and WORKFLOW_FIELDS & set(changes):
+        raise RestoreError(
+            _("A change of the study's status is undone by its steps, not by a revert.")
+        )
+    if isinstance(obj, Study) and obj.status == StudyStatus.REPORTED:
+        raise RestoreError(
+            _("The study is reported: it cannot be changed (an administrator can reopen it).")
+        )
+    if isinstance(obj, Report) and obj.is_signed:
+        raise RestoreError(_("A signed report cannot be changed; corrections are addenda."))
+
+
 def revert_update(entry_id: int) -> Any:
     """Put back the old values of one update, if the fields still hold what it wrote."""
     entry = _load_entry(entry_id, "UPDATE")
@@ -173,6 +207,7 @@ def revert_update(entry_id: int) -> Any:
         raise RestoreError(_("A password change cannot be reverted; set a new password."))
     if "roles" in changes or model is User:
         raise RestoreError(_("Change the user's roles and status in the Users page."))
+    _refuse_workflow_revert(obj, changes)
     columns = inspect(model).columns
     changed_since = [
         k for k, (_old, new) in changes.items() if k in columns and jsonable(getattr(obj, k)) != new

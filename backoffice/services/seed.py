@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -25,13 +26,18 @@ from backoffice.models import (
     Patient,
     PatientPhone,
     PhoneKind,
+    Report,
+    ReportAddendum,
     Role,
     RoleName,
     Specialty,
     Study,
+    StudyEvent,
+    StudyStatus,
     StudyType,
     Urgency,
     User,
+    utcnow,
 )
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -244,7 +250,44 @@ DEMO_USERS = [
     ("manager@backoffice.example.com", "Demo Manager", RoleName.MANAGER),
     ("operator@backoffice.example.com", "Demo Operator", RoleName.OPERATOR),
     ("support@backoffice.example.com", "Demo Support", RoleName.SUPPORT),
+    ("doctor@backoffice.example.com", "Dra. Ana Martínez", RoleName.DOCTOR),
 ]
+# The demo doctor is Dr. Ana Martínez (a radiologist): she ordered the reference studies and
+# reports about half of the generated ones.
+DEMO_DOCTOR_EMAIL = "ana.martinez@clinica.example.com"
+# The doctors who report studies (the radiologists of DOCTORS).
+REPORTING_DOCTORS = ("ana.martinez@clinica.example.com", "jorge.trevino@sanpedro.example.com")
+CANCEL_REASONS = [
+    "Patient asked to move the appointment",
+    "Order withdrawn by the referring doctor",
+    "Duplicate order",
+    "Contrast allergy found at check-in",
+]
+FINDINGS = {
+    "NO FINDINGS": ("No abnormality is seen.", "Normal study.", None),
+    "NORMAL": ("The structures examined are within normal limits.", "Normal study.", None),
+    "FOLLOW-UP IN 6 MONTHS": (
+        "A small indeterminate area is seen; no other abnormality.",
+        "Indeterminate finding, most likely benign.",
+        "Follow-up study in 6 months.",
+    ),
+    "SMALL NODULE, BENIGN": (
+        "A 4 mm well-defined nodule with benign features.",
+        "Small benign-appearing nodule.",
+        "No further imaging needed unless symptoms change.",
+    ),
+    "COMPARE WITH PRIOR STUDY": (
+        "Findings are unchanged compared with the prior study.",
+        "Stable appearance.",
+        None,
+    ),
+    "MILD INFLAMMATION": (
+        "Mild soft-tissue thickening consistent with inflammation.",
+        "Mild inflammatory changes.",
+        "Clinical correlation.",
+    ),
+    "FRACTURE RULED OUT": ("No fracture or dislocation.", "No fracture.", None),
+}
 
 
 @dataclass
@@ -289,6 +332,152 @@ def seed_demo(
         seed_demo_users(report, demo_password)
     db.session.flush()
     return report
+
+
+# --------------------------------------------------------------------------- a study's life
+
+
+def _zone() -> ZoneInfo:
+    from flask import current_app
+
+    return ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"])
+
+
+def _local(day: date, hour: int, minute: int = 0) -> datetime:
+    """A wall time of the clinics' zone on ``day``, in UTC."""
+    return datetime.combine(day, time(hour, minute), tzinfo=_zone()).astimezone(UTC)
+
+
+def _status_for(rng: random.Random, when: date, today: date) -> StudyStatus:
+    """A status that fits a study's date: the day's work today, reports for the older ones."""
+    age = (today - when).days
+    s = StudyStatus
+    if age <= 0:
+        return rng.choices(
+            [s.ORDERED, s.SCHEDULED, s.ARRIVED, s.IN_PROGRESS, s.PERFORMED], [2, 4, 3, 2, 3]
+        )[0]
+    if age <= 7:
+        # the coming days' appointments (moved forward by _live), orders to book, recent work
+        return rng.choices(
+            [s.SCHEDULED, s.ORDERED, s.PERFORMED, s.REPORTED, s.NO_SHOW, s.CANCELLED],
+            [4, 2, 3, 3, 1, 1],
+        )[0]
+    return rng.choices([s.REPORTED, s.PERFORMED, s.CANCELLED, s.NO_SHOW], [80, 6, 7, 7])[0]
+
+
+def _live(
+    study: Study,
+    status: StudyStatus,
+    rng: random.Random,
+    today: date,
+    reporter: Doctor | None,
+    report: SeedReport,
+) -> None:
+    """Give a seeded study the times, events and report of the life that led to ``status``.
+
+    Written as the data of the past, not through the workflow service (which stamps "now").
+    """
+    from backoffice.services.audit import current_actor
+    from backoffice.services.reports import signature
+
+    now = utcnow()
+    s = StudyStatus
+    if status == s.SCHEDULED and study.study_date <= today:
+        study.study_date = today + timedelta(days=rng.randrange(0, 8))  # upcoming
+    day = study.study_date
+    appointment = _local(day, rng.randrange(8, 18), rng.choice((0, 15, 30, 45)))
+    reached = {s.ARRIVED: 1, s.IN_PROGRESS: 2, s.PERFORMED: 3, s.REPORTED: 4}.get(status, 0)
+    if reached and appointment > now:  # the patient came: the appointment was earlier today
+        appointment = now - timedelta(minutes=rng.randrange(60 * reached, 60 * reached + 90))
+    ordered = appointment - timedelta(days=rng.randrange(1, 10), hours=rng.randrange(0, 6))
+    steps: list[tuple[str, StudyStatus, datetime]] = [("order", s.ORDERED, ordered)]
+    study.ordered_at = ordered
+    study.reporting_doctor = reporter
+    if status != s.ORDERED and not (status == s.CANCELLED and rng.random() < 0.3):
+        study.scheduled_for = appointment
+        steps.append(("schedule", s.SCHEDULED, ordered + timedelta(hours=rng.randrange(1, 20))))
+    flow = [
+        (
+            "check_in",
+            s.ARRIVED,
+            "arrived_at",
+            appointment + timedelta(minutes=rng.randrange(-10, 20)),
+        ),
+        ("start", s.IN_PROGRESS, "started_at", None),
+        ("complete", s.PERFORMED, "performed_at", None),
+        ("report", s.REPORTED, "reported_at", None),
+    ]
+    last = flow[0][3]
+    for i, (code, target, column, moment) in enumerate(flow[:reached]):
+        if moment is None:
+            gap = (
+                timedelta(hours=rng.randrange(2, 30))
+                if code == "report"
+                else timedelta(minutes=rng.randrange(10, 45))
+            )
+            moment = last + gap
+        moment = min(moment, now - timedelta(minutes=5 * (reached - i)))
+        setattr(study, column, moment)
+        steps.append((code, target, moment))
+        last = moment
+    if study.performed_at is not None:  # the day it was performed, in the clinics' zone
+        study.study_date = study.performed_at.astimezone(_zone()).date()
+    if status == s.CANCELLED:
+        study.cancelled_at = min(ordered + timedelta(hours=rng.randrange(2, 48)), now)
+        study.cancel_reason = rng.choice(CANCEL_REASONS)
+        steps.append(("cancel", s.CANCELLED, study.cancelled_at))
+    if status == s.NO_SHOW:
+        study.no_show_at = min(appointment + timedelta(minutes=30), now)
+        steps.append(("no_show", s.NO_SHOW, study.no_show_at))
+    study.status = status
+    actor = current_actor().label
+    previous = None
+    for code, target, moment in steps:
+        study.events.append(
+            StudyEvent(
+                transition=code,
+                from_status=previous,
+                to_status=target,
+                at=moment,
+                actor_label=actor,
+                reason=study.cancel_reason if code == "cancel" else None,
+                scheduled_for=study.scheduled_for if code == "schedule" else None,
+            )
+        )
+        previous = target
+    if reporter is None or status not in (s.PERFORMED, s.REPORTED):
+        return
+    findings, impression, recommendation = FINDINGS.get(
+        study.description or "", ("No abnormality is seen.", "Normal study.", None)
+    )
+    if status == s.PERFORMED and rng.random() < 0.5:
+        # a draft in progress
+        db.session.add(Report(study=study, number=1, findings=findings, author_id=reporter.id))
+        report.add("reports")
+    elif status == s.REPORTED:
+        signed = Report(
+            study=study,
+            number=1,
+            findings=findings,
+            impression=impression,
+            recommendation=recommendation,
+            author_id=reporter.id,
+            signed_at=study.reported_at,
+            signed_as=signature(reporter),
+        )
+        db.session.add(signed)
+        report.add("reports")
+        if rng.random() < 0.05:
+            db.session.flush()  # an addendum is added to a signed report (a trigger checks)
+            db.session.add(
+                ReportAddendum(
+                    report=signed,
+                    text="Correction: the study was compared with the prior one; no change.",
+                    author_id=reporter.id,
+                    signed_at=min(study.reported_at + timedelta(hours=3), now),
+                    signed_as=signature(reporter),
+                )
+            )
 
 
 def _seed_clinics(report: SeedReport) -> list[Clinic]:
@@ -439,18 +628,22 @@ def _seed_reference_data(
         accession = f"REF-{i + 1:04d}"
         if db.session.scalar(select(Study.id).where(Study.accession_number == accession)):
             continue
-        db.session.add(
-            Study(
-                patient=patient,
-                urgency=row["urgency_level"],
-                body_part=row["body_part"],
-                description=row["description"],
-                study_type=row["type"],
-                study_date=today - timedelta(days=i),
-                ordering_doctor=doctors[0],
-                accession_number=accession,
-            )
+        day = today - timedelta(days=i)
+        # Performed, waiting for the demo doctor's report (she ordered them too).
+        study = Study(
+            patient=patient,
+            urgency=row["urgency_level"],
+            body_part=row["body_part"],
+            description=row["description"],
+            study_type=row["type"],
+            study_date=day,
+            ordering_doctor=doctors[0],
+            reporting_doctor=doctors[0],
+            accession_number=accession,
         )
+        db.session.add(study)
+        _live(study, StudyStatus.PERFORMED, random.Random(i), day, None, report)
+        study.reporting_doctor = doctors[0]
         report.add("studies")
 
 
@@ -509,6 +702,8 @@ def _seed_generated(
             select(Patient.mrn, Patient.id).where(Patient.mrn.like("DEMO-%"))
         )
     }
+    life = random.Random(2027)  # its own sequence: the studies themselves stay as they were
+    reporters = [d for d in doctors if d.email in REPORTING_DOCTORS]
     for j in range(n_studies):
         mrn = f"DEMO-{rng.randrange(n_patients) + 1:05d}" if n_patients else None
         study_type = rng.choice(list(BODY_PARTS))
@@ -520,18 +715,21 @@ def _seed_generated(
         accession = f"DEMO-S{j + 1:06d}"
         if accession in existing_acc or mrn is None:
             continue
-        db.session.add(
-            Study(
-                patient_id=ids[mrn],
-                urgency=urgency,
-                body_part=body_part,
-                description=description,
-                study_type=study_type,
-                study_date=when,
-                ordering_doctor=doctor,
-                accession_number=accession,
-            )
+        study = Study(
+            patient_id=ids[mrn],
+            urgency=urgency,
+            body_part=body_part,
+            description=description,
+            study_type=study_type,
+            study_date=when,
+            ordering_doctor=doctor,
+            accession_number=accession,
         )
+        db.session.add(study)
+        status = _status_for(life, when, today)
+        unassigned = status == StudyStatus.ORDERED and life.random() < 0.5
+        reporter = None if unassigned or not reporters else life.choice(reporters)
+        _live(study, status, life, today, reporter, report)
         report.add("studies")
 
 
@@ -543,6 +741,10 @@ def seed_demo_users(report: SeedReport, password: str) -> list[tuple[str, str]]:
         user = db.session.scalar(select(User).where(User.email == email))
         if user is None:
             user = User(email=email, display_name=name, roles=[roles[role]])
+            if role == RoleName.DOCTOR:
+                user.doctor = db.session.scalar(
+                    select(Doctor).where(Doctor.email == DEMO_DOCTOR_EMAIL)
+                )
             user.set_password(password)
             db.session.add(user)
             report.add("users")

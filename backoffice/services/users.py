@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from backoffice.extensions import db
 from backoffice.i18n import _
-from backoffice.models import Role, RoleName, User
+from backoffice.models import Doctor, Role, RoleName, User
 from config import DEFAULT_DEMO_PASSWORD
 
 MIN_PASSWORD_LENGTH = 12
@@ -116,16 +116,61 @@ def check_admin_remains(user: User, *, will_be_active: bool, will_be_admin: bool
                 )
 
 
+def check_doctor_link(user: User, doctor_id: int | None) -> None:
+    """A user of the doctor role is linked to exactly one Doctor record, which no other user
+    is linked to; a user without the role is linked to none."""
+    is_doctor = user.has_role(RoleName.DOCTOR)
+    if is_doctor and doctor_id is None:
+        raise UserError(_("A user with the doctor role must be linked to the doctor they are."))
+    if not is_doctor and doctor_id is not None:
+        raise UserError(_("Only a user with the doctor role is linked to a doctor."))
+    if doctor_id is None:
+        return
+    with db.session.no_autoflush:
+        other = db.session.scalar(
+            select(User).where(User.doctor_id == doctor_id, User.id != (user.id or 0))
+        )
+        if other is not None:
+            doctor = db.session.get(Doctor, doctor_id)
+            raise UserError(
+                _(
+                    "%(doctor)s is already the doctor of the user %(email)s.",
+                    doctor=str(doctor) if doctor else f"#{doctor_id}",
+                    email=other.email,
+                )
+            )
+
+
+def find_doctor(key: str) -> Doctor:
+    """A doctor by email or id (``users create --doctor``)."""
+    key = key.strip()
+    doctor = None
+    if key.isdigit():
+        doctor = db.session.get(Doctor, int(key))
+    if doctor is None:
+        doctor = db.session.scalar(select(Doctor).where(Doctor.email == key.lower()))
+    if doctor is None:
+        raise UserError(_("No doctor has the email or id %(key)s.", key=key))
+    return doctor
+
+
 def create_user(
-    email: str, display_name: str, roles: Iterable[RoleName | str], password: str
+    email: str,
+    display_name: str,
+    roles: Iterable[RoleName | str],
+    password: str,
+    doctor: Doctor | None = None,
 ) -> User:
-    """Create a user (flushed, not committed)."""
+    """Create a user (flushed, not committed); ``doctor``: the Doctor record a user of the
+    doctor role is."""
     user = User(email=email, display_name=display_name.strip() or email.split("@")[0])
     if db.session.scalar(select(User.id).where(User.email == user.email)):
         raise UserError(_("A user with this email already exists."))
     validate_new_password(password, (user.email, user.display_name))
     rows = roles_by_name()
     user.roles = [rows[RoleName(str(r).upper())] for r in roles]
+    check_doctor_link(user, doctor.id if doctor is not None else None)
+    user.doctor_id = doctor.id if doctor is not None else None
     user.set_password(password)
     db.session.add(user)
     db.session.flush()

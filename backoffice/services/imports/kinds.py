@@ -16,6 +16,7 @@ from backoffice.models import (
     PhoneKind,
     Specialty,
     Study,
+    StudyStatus,
     StudyType,
     Urgency,
 )
@@ -519,6 +520,18 @@ STUDIES = Kind(
             _l("Email of the ordering doctor (optional); the doctor must exist."),
             "ana.martinez@clinica.example.com",
             aliases=("ordering_doctor_email",),
+        ),
+        Column(
+            "status",
+            code_of(StudyStatus),
+            _l(
+                "Where the study is (optional): one of %(codes)s; PERFORMED when empty. A new "
+                "study cannot be CANCELLED or REPORTED (a reason, a signed report); an existing "
+                "one moves only by check-in, start, completion or no-show, other moves are made "
+                "on its page.",
+                codes=", ".join(StudyStatus.codes()),
+            ),
+            "PERFORMED",
         ),
     ),
 )

@@ -344,9 +344,11 @@ class Plan:
     # -- writes ---------------------------------------------------------------------------
     def insert_created(self, batch_id: int, now: Any) -> int:
         fields = self.written_fields() + self.create_only_fields()
-        cols = ", ".join(f.column for f in fields)
+        extra = self.created_extra()
+        cols = ", ".join([f.column for f in fields] + [c for c, _sql in extra])
         values = ", ".join(
-            f"COALESCE(s.{f.stage}, {f.default})" if f.default else f"s.{f.stage}" for f in fields
+            [f"COALESCE(s.{f.stage}, {f.default})" if f.default else f"s.{f.stage}" for f in fields]
+            + [sql for _c, sql in extra]
         )
         result = self.db.run(
             f"INSERT INTO {self.table} ({cols}, import_batch_id, version, created_at, "
@@ -356,6 +358,14 @@ class Plan:
             now=now,
         )
         return result.rowcount
+
+    def created_extra(self) -> list[tuple[str, str]]:
+        """(column, SQL over the stage row ``s``) that new records get besides their fields."""
+        return []
+
+    def updated_extra(self) -> list[str]:
+        """``column = SQL`` that updated records get besides their fields (``:now`` bound)."""
+        return []
 
     def create_only_fields(self) -> list[Field]:
         """Columns a new record needs although the file does not have them (defaults)."""
@@ -381,6 +391,7 @@ class Plan:
             else f"{f.column} = s.{f.stage}"
             for f in self.written_fields()
         )
+        sets = ", ".join([sets, *self.updated_extra()])
         result = self.db.run(
             f"UPDATE {self.table} SET {sets}, version = {self.table}.version + 1, "
             f"updated_at = :now FROM {STAGE} s WHERE {self.table}.id = s.target_id "
@@ -903,7 +914,7 @@ class PatientPlan(PhonesMixin, Plan):
 
 class StudyPlan(Plan):
     table = "study"
-    extra_stage = (("patient_id", "INTEGER"), ("doctor_id", "INTEGER"))
+    extra_stage = (("patient_id", "INTEGER"), ("doctor_id", "INTEGER"), ("old_status", "TEXT"))
 
     def fields(self) -> list[Field]:
         p = self.present
@@ -927,6 +938,14 @@ class StudyPlan(Plan):
                 present="accession_number" in p,
             ),
             Field("ordering_doctor_id", "doctor_id", present="ordering_doctor" in p),
+            # A row without a status is a study that happened (the workflow's rules: below).
+            Field(
+                "status",
+                "c_status",
+                keep_when_empty=True,
+                default="'PERFORMED'",
+                present="status" in p,
+            ),
         ]
 
     def identity(self, with_date: bool) -> str:
@@ -1012,6 +1031,149 @@ class StudyPlan(Plan):
                 "JOIN study t ON t.id = m.id",
                 f"m.line = {STAGE}.line",
             )
+
+    # -- the workflow: the status of new rows, and the moves an upload may make -------------
+    def _noon_utc(self, day: str) -> str:
+        """Noon UTC of a day: the time of a step known only by its date (the same calendar
+        day in every time zone from UTC-11 to UTC+11), as migration 0013 sets it."""
+        if self.db.pg:
+            return f"(CAST({day} AS DATE) + time '12:00') AT TIME ZONE 'UTC'"
+        return f"({day} || ' 12:00:00.000000')"
+
+    def created_extra(self) -> list[tuple[str, str]]:
+        """A new study's step time, from its date, for the status it is uploaded in."""
+        from backoffice.services.workflow import IMPORTABLE_STATUSES, STATUS_STAMPS
+
+        noon = self._noon_utc(f"COALESCE(s.c_study_date, {today_literal()})")
+        status = "COALESCE(s.c_status, 'PERFORMED')"
+        return [
+            (STATUS_STAMPS[code], f"CASE WHEN {status} = '{code.value}' THEN {noon} END")
+            for code in IMPORTABLE_STATUSES
+        ]
+
+    def _moves(self) -> list[Any]:
+        """The moves this upload may make on existing studies: those a file can make (nothing
+        to type but the status) that the importing user's roles allow."""
+        from backoffice.auth.permissions import roles_for
+        from backoffice.services.audit import current_actor
+        from backoffice.services.workflow import TRANSITIONS
+
+        moves = [t for t in TRANSITIONS if t.importable]
+        user_id = current_actor().user_id
+        if user_id is None:  # a command: its operator runs the day
+            return moves
+        roles = {
+            row[0]
+            for row in self.db.run(
+                "SELECT r.name FROM role r JOIN user_role ur ON ur.role_id = r.id "
+                "WHERE ur.user_id = :user",
+                user=user_id,
+            ).all()
+        }
+        return [t for t in moves if roles & {r.value for r in roles_for(t.permission)}]
+
+    def updated_extra(self) -> list[str]:
+        if "status" not in self.present:
+            return []
+        return [
+            f"{t.stamp} = CASE WHEN s.c_status = '{t.target.value}' AND study.status <> "
+            f"'{t.target.value}' THEN :now ELSE study.{t.stamp} END"
+            for t in self._moves()
+        ]
+
+    def check(self) -> None:
+        from backoffice.models import StudyStatus
+        from backoffice.services.workflow import IMPORTABLE_STATUSES
+
+        self.db.run(
+            f"UPDATE {STAGE} SET old_status = t.status FROM study t WHERE t.id = {STAGE}.target_id"
+        )
+        # What a signed report describes is not changed by an upload (a trigger refuses it too).
+        self.flag(
+            f"SELECT line, old_status FROM {STAGE} WHERE action = 'update' "
+            "AND old_status = 'REPORTED' ORDER BY line",
+            None,
+            lambda status: _(
+                "this study is reported: what its signed report describes cannot be changed by "
+                "an upload (an administrator can reopen it)."
+            ),
+        )
+        if "status" not in self.present:
+            return
+        importable = ", ".join(f"'{code.value}'" for code in IMPORTABLE_STATUSES)
+        self.flag(
+            f"SELECT line, c_status FROM {STAGE} WHERE target_id IS NULL AND c_status IS NOT NULL "
+            f"AND c_status NOT IN ({importable}) ORDER BY line",
+            "status",
+            lambda status: _(
+                "status %(status)s: a new study cannot be uploaded as %(label)s (a cancellation "
+                "needs its reason, a report its signature); upload it as ORDERED or PERFORMED and "
+                "continue on its page.",
+                status=status,
+                label=StudyStatus(status).label,
+            ),
+        )
+        moves = self._moves()
+        allowed = (
+            " OR ".join(
+                f"(old_status = '{source.value}' AND c_status = '{t.target.value}')"
+                for t in moves
+                for source in sorted(t.sources)
+            )
+            or "1 = 0"
+        )
+        self.flag(
+            f"SELECT line, c_status, old_status FROM {STAGE} WHERE target_id IS NOT NULL "
+            f"AND c_status IS NOT NULL AND c_status <> old_status AND old_status <> 'REPORTED' "
+            f"AND NOT ({allowed}) ORDER BY line",
+            "status",
+            lambda status, old: self._move_refused(status, old, moves),
+        )
+
+    @staticmethod
+    def _move_refused(status: str, old: str, moves: list[Any]) -> str:
+        from backoffice.models import StudyStatus
+
+        targets = [t.target.label for t in moves if t.allowed_from(old)]
+        if targets:
+            return _(
+                "status %(status)s: the study is %(old)s; an upload can only move it to "
+                "%(allowed)s. Other moves are made on the study's page.",
+                status=status,
+                old=StudyStatus(old).label,
+                allowed=", ".join(str(t) for t in targets),
+            )
+        return _(
+            "status %(status)s: the study is %(old)s, and an upload cannot move it from there. "
+            "Moves are made on the study's page.",
+            status=status,
+            old=StudyStatus(old).label,
+        )
+
+    def after_writes(self, batch_id: int, now: Any) -> None:
+        """Each status an upload changed is a step of the study, with its event."""
+        if "status" not in self.present:
+            return
+        from backoffice.services.audit import current_actor
+
+        moves = self._moves()
+        which = " ".join(
+            f"WHEN s.old_status = '{source.value}' AND s.c_status = '{t.target.value}' "
+            f"THEN '{t.code}'"
+            for t in moves
+            for source in sorted(t.sources)
+        )
+        actor = current_actor()
+        self.db.run(
+            "INSERT INTO study_event (study_id, transition, from_status, to_status, at, user_id, "
+            f"actor_label) SELECT s.target_id, CASE {which} ELSE 'import' END, s.old_status, "
+            f"s.c_status, :now, :user, :label FROM {STAGE} s WHERE s.action = 'update' "
+            "AND s.bad = 0 AND s.c_status IS NOT NULL AND s.c_status <> s.old_status "
+            "ORDER BY s.line",
+            now=now,
+            user=actor.user_id,
+            label=actor.label,
+        )
 
 
 PLANS: dict[str, type[Plan]] = {
