@@ -255,11 +255,12 @@ def studies_move(study: str, transition: str, reason: str | None, when: str | No
     from backoffice.auth.scope import unscoped
     from backoffice.models import Study
     from backoffice.services.workflow import WorkflowError, make_move, parse_local_time
+    from backoffice.validation import whole_number
 
     with unscoped(f"flask studies move {study} {transition}"):
         found = None
-        if study.isdigit():
-            found = db.session.get(Study, int(study))
+        if (key := whole_number(study)) is not None:
+            found = db.session.get(Study, key)
         if found is None:
             found = db.session.scalar(select(Study).where(Study.accession_number == study))
         if found is None:

@@ -29,6 +29,8 @@ _CODE_RE = re.compile(r"^[A-Z0-9_]+$")
 _ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SPACES_RE = re.compile(r"\s+")
 _LETTERS_RE = re.compile(r"[A-Za-z]")
+_WHOLE_NUMBER_RE = re.compile(r"[0-9]{1,19}")
+INT32_MAX = 2**31 - 1
 
 # The common shape of an address (ASCII dot-atom @ ASCII host name): email_validator accepts it
 # unchanged but for the domain's case, so the bulk import (a million addresses) need not run
@@ -310,3 +312,17 @@ def check_period(since: date | None, until: date | None) -> None:
                 since=since.isoformat(),
             )
         )
+
+
+def whole_number(raw: object, maximum: int = INT32_MAX) -> int | None:
+    """``raw`` (an id, a version, a page typed into an address or a form) as a whole number from
+    0 to ``maximum``, or None when it cannot be one.
+
+    ``str.isdigit`` is not enough: it accepts ``²`` and other digits ``int()`` refuses, and any
+    length, which overflows the database's integers (both were 500s).
+    """
+    text = str(raw).strip() if raw is not None else ""
+    if not _WHOLE_NUMBER_RE.fullmatch(text):
+        return None
+    number = int(text)
+    return number if number <= maximum else None

@@ -8,7 +8,6 @@ which the pages already answer in words.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask_admin.contrib.sqla.filters import (
@@ -19,6 +18,8 @@ from flask_admin.contrib.sqla.filters import (
 )
 from sqlalchemy import BigInteger, Integer
 
+from backoffice.validation import whole_number
+
 #: the deepest list page anyone can ask for (its offset must fit a 64-bit integer)
 MAX_PAGE = 1_000_000
 #: the longest value a filter box takes (a name, a date range, a code)
@@ -26,7 +27,6 @@ MAX_FILTER_CHARS = 200
 
 # Flask-Admin's filters that compare their column with the typed value as it is.
 COMPARING_FILTERS = (FilterEqual, FilterNotEqual, FilterGreater, FilterSmaller)
-_DIGITS = re.compile(r"[0-9]{1,19}")
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
 
@@ -47,9 +47,7 @@ def parse_record_id(model: type, raw: Any) -> Any:
 def _fits(text: str, sql_type: Any) -> bool:
     """Whether ``text`` is a whole number (no sign) that an integer column of ``sql_type``
     holds."""
-    if not _DIGITS.fullmatch(text):
-        return False
-    return int(text) <= (_INT64_MAX if _is_big(sql_type) else _INT32_MAX)
+    return whole_number(text, _INT64_MAX if _is_big(sql_type) else _INT32_MAX) is not None
 
 
 def _is_big(sql_type: Any) -> bool:

@@ -42,7 +42,7 @@ from backoffice.models import DeletionRefused, LabeledEnum
 from backoffice.security import forget_unsafe_return_address
 from backoffice.services.search import bounded_search, word_matches
 from backoffice.services.users import UserError
-from backoffice.validation import RuleError
+from backoffice.validation import RuleError, whole_number
 
 log = logging.getLogger("backoffice.admin")
 
@@ -419,7 +419,7 @@ class SecuredModelView(SecuredViewMixin, RecordFlowMixin, ExportMixin, ModelView
             *request.form.getlist("list_form_pk"),
         ]
         for raw in named:
-            if str(raw).isdigit() and not is_visible(self.model, raw):
+            if whole_number(raw) is not None and not is_visible(self.model, raw):
                 abort(404)
 
     def is_action_allowed(self, name: str) -> bool:

@@ -32,6 +32,7 @@ from backoffice.services.reports import (
     sign_report,
 )
 from backoffice.services.workflow import WorkflowError
+from backoffice.validation import whole_number
 
 REPORT_ENDPOINTS: dict[str, Perm] = {
     "report_view": Perm.VIEW,
@@ -51,9 +52,10 @@ def chosen_report(study: Study, user: Any, raw_number: str | None) -> Report | N
     """The version asked for (``?version=2``), else the latest the user may read."""
     readable = readable_reports(study, user)
     if raw_number:
-        if not raw_number.isdigit():
+        number = whole_number(raw_number)
+        if number is None:
             abort(404)
-        found = [r for r in readable if r.number == int(raw_number)]
+        found = [r for r in readable if r.number == number]
         if not found:
             abort(404)
         return found[0]
@@ -105,7 +107,7 @@ class StudyReportMixin:
         }
 
     def _study(self, raw_id: str | None) -> Study:
-        if not (raw_id or "").isdigit():
+        if whole_number(raw_id) is None:
             abort(404)
         return self.get_one(raw_id)  # type: ignore[attr-defined]  # 404 when out of reach
 
@@ -133,8 +135,8 @@ class StudyReportMixin:
         study = self._study(form.get("id"))
         raw_study_version = form.get("study_version", "")
         raw_report_version = form.get("report_version", "")
-        if not raw_study_version.isdigit() or (
-            raw_report_version and not raw_report_version.isdigit()
+        if whole_number(raw_study_version) is None or (
+            raw_report_version and whole_number(raw_report_version) is None
         ):
             abort(400)
         values = {k: form.get(k) for k in ("findings", "impression", "recommendation")}

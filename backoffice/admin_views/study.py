@@ -36,7 +36,13 @@ from backoffice.models import (
     Urgency,
 )
 from backoffice.services.workflow import order_study
-from backoffice.validation import RuleError, blank_to_none, check_study_date, normalize_body_part
+from backoffice.validation import (
+    RuleError,
+    blank_to_none,
+    check_study_date,
+    normalize_body_part,
+    whole_number,
+)
 
 
 class PatientClinicFilter(BaseSQLAFilter):
@@ -287,8 +293,8 @@ class StudyView(StudyWorkflowMixin, StudyReportMixin, SecuredModelView):
     # -- a reported study is the signed record: not edited through any form -----------------
     @expose("/edit/", methods=("GET", "POST"))
     def edit_view(self) -> Any:
-        raw_id = request.args.get("id", "")
-        study = db.session.get(Study, int(raw_id)) if raw_id.isdigit() else None
+        key = whole_number(request.args.get("id", ""))
+        study = db.session.get(Study, key) if key is not None else None
         if study is not None and study.status == StudyStatus.REPORTED:
             flash(self.reported_message(), "error")
             return redirect(self.get_url(".details_view", id=study.id))

@@ -17,10 +17,10 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from backoffice.auth.permissions import Perm, can
-from backoffice.auth.views import is_safe_next
 from backoffice.extensions import db
 from backoffice.i18n import _, _l
 from backoffice.models import Study
+from backoffice.security import is_same_site_path
 from backoffice.services.workflow import (
     BULK,
     BY_CODE,
@@ -31,6 +31,7 @@ from backoffice.services.workflow import (
     make_move,
     parse_local_time,
 )
+from backoffice.validation import whole_number
 
 # Who may reach the move endpoints at all; each move checks its own permission as well.
 MOVE_PERMISSIONS = tuple(dict.fromkeys(t.permission for t in BY_CODE.values() if not t.by_report))
@@ -45,8 +46,9 @@ def parse_versions(raw: str | None) -> dict[int, int]:
     versions: dict[int, int] = {}
     for part in (raw or "").split(","):
         study_id, _sep, version = part.strip().partition(":")
-        if study_id.isdigit() and version.isdigit():
-            versions[int(study_id)] = int(version)
+        key, number = whole_number(study_id), whole_number(version)
+        if key is not None and number is not None:
+            versions[key] = number
     return versions
 
 
@@ -75,11 +77,11 @@ class StudyWorkflowMixin:
     def _back_url(self) -> str:
         """Where a bulk move's pages lead back: the list the user came from, if it is ours."""
         target = request.form.get("url", "") or request.form.get("next", "")
-        return target if is_safe_next(target) else self.get_url(".index_view")  # type: ignore[attr-defined]
+        return target if is_same_site_path(target) else self.get_url(".index_view")  # type: ignore[attr-defined]
 
     def _back(self, study_id: int | None = None) -> Any:
         target = request.form.get("next", "")
-        if is_safe_next(target):
+        if is_same_site_path(target):
             return redirect(target)
         if study_id is not None:
             return redirect(self.get_url(".details_view", id=study_id))  # type: ignore[attr-defined]
@@ -91,7 +93,7 @@ class StudyWorkflowMixin:
         raw_id = request.form.get("id", "")
         move = BY_CODE.get(request.form.get("transition", ""))
         raw_version = request.form.get("version", "")
-        if not raw_id.isdigit() or move is None or not raw_version.isdigit():
+        if whole_number(raw_id) is None or move is None or whole_number(raw_version) is None:
             abort(400)
         if not can(move.permission) or move.by_report:
             abort(403)
@@ -133,7 +135,7 @@ class StudyWorkflowMixin:
         return self._run_bulk(code, ids, versions)
 
     def _selected(self, ids: list[str]) -> list[Study]:
-        wanted = [int(i) for i in ids if str(i).isdigit()]
+        wanted = [n for i in ids if (n := whole_number(i)) is not None]
         query = select(Study).where(Study.id.in_(wanted)).order_by(Study.id)
         return list(db.session.scalars(query))
 

@@ -55,6 +55,7 @@ from backoffice.models import (
     Study,
     StudyEvent,
 )
+from backoffice.validation import whole_number
 
 log = logging.getLogger("backoffice.scope")
 
@@ -344,10 +345,11 @@ def is_visible(model: type, record_id: Any) -> bool:
     """Whether a record of ``model`` with this id exists and is in scope."""
     from backoffice.extensions import db
 
-    if not str(record_id).isdigit():
+    key = whole_number(record_id, maximum=2**63 - 1)
+    if key is None:
         return False
     pk = _primary_key(model)
-    return db.session.execute(select(pk).where(pk == int(record_id))).first() is not None
+    return db.session.execute(select(pk).where(pk == key)).first() is not None
 
 
 def register_scope(app: Flask) -> None:

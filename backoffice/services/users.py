@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from backoffice.extensions import db
 from backoffice.i18n import _
 from backoffice.models import Doctor, Role, RoleName, User
+from backoffice.validation import whole_number
 from config import DEFAULT_DEMO_PASSWORD
 
 MIN_PASSWORD_LENGTH = 12
@@ -145,8 +146,8 @@ def find_doctor(key: str) -> Doctor:
     """A doctor by email or id (``users create --doctor``)."""
     key = key.strip()
     doctor = None
-    if key.isdigit():
-        doctor = db.session.get(Doctor, int(key))
+    if (number := whole_number(key)) is not None:
+        doctor = db.session.get(Doctor, number)
     if doctor is None:
         doctor = db.session.scalar(select(Doctor).where(Doctor.email == key.lower()))
     if doctor is None:

@@ -20,7 +20,7 @@ from backoffice.extensions import db
 from backoffice.i18n import _
 from backoffice.models import Study, StudyEvent, StudyStatus, utcnow
 from backoffice.services.workflow.rules import Transition, refusal, rule
-from backoffice.validation import blank_to_none
+from backoffice.validation import blank_to_none, whole_number
 
 REASON_MAX = 500
 
@@ -280,8 +280,9 @@ def bulk_move(
         raise NotPermitted(_("Your role does not allow “%(action)s”.", action=move.label))
     wanted: list[int] = []
     for raw in ids:
-        if str(raw).isdigit() and int(raw) not in wanted:
-            wanted.append(int(raw))
+        number = whole_number(raw)
+        if number is not None and number not in wanted:
+            wanted.append(number)
     found = {s.id: s for s in db.session.scalars(select(Study).where(Study.id.in_(wanted))).all()}
     outcomes = []
     for study_id in wanted:
