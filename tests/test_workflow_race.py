@@ -133,9 +133,18 @@ def test_two_simultaneous_check_ins_make_one(served):
     # Each person then opens the page they are sent back to, and reads what it says.
     pages = [person.get(f"/admin/study/details/?id={study_id}") for person in people]
     done = [p for p in pages if "Checked in." in p and "alert-success" in p]
-    refused = [p for p in pages if "changed by someone else" in p]
+    # The loser is told the study changed and that nothing was done: naming who and when
+    # ("changed by ana@... at 12:02 since you opened it") when the winner's entry was committed
+    # before its check read it, "at the same moment" when the check at the flush caught it.
+    refused = [p for p in pages if "was changed by" in p and "nothing was done" in p]
     assert len(done) == 1, [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", p))[:800] for p in pages]
-    assert len(refused) == 1
+    assert len(refused) == 1, [
+        " | ".join(
+            re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", a))
+            for a in re.findall(r"alert-[a-z]+[^>]*>(.*?)</div>", p, re.S)
+        )
+        for p in pages
+    ]
     with app.app_context(), using_scope(EVERYTHING):
         study = db.session.get(Study, study_id)
         assert study.status == StudyStatus.ARRIVED
